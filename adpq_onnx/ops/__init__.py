@@ -1,0 +1,1 @@
+"""The custom operator's contract (spec), executable reference, and library loading."""

@@ -1,0 +1,164 @@
+"""AdpQ weight quantization: adaptive-LASSO outliers kept sparse, inliers min-max per group.
+
+    W[N, K]  ≈  dequant(codes, scales, zeros)  +  S
+
+where S is sparse (the outliers, a fraction α of W) stored in CSR by row with its own precision,
+and the group grids are fitted to the inliers only, so that a few large weights no longer
+stretch every group's range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from adpq_onnx.quant import affine, lasso
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedWeight:
+    """A quantized weight, unpacked. Rows are output channels (the columns of ONNX B[K, N]).
+
+    Attributes:
+        codes: uint8 [N, K], each < 2^bits.
+        scales: float16 [N, n_groups].
+        zeros: uint8 [N, n_groups], integer zero points.
+        outlier_ptr: int32 [N + 1], CSR row pointers into outlier_idx / outlier_val.
+        outlier_idx: uint16 [nnz], the K index of each outlier, ascending within a row.
+        outlier_val: float16 [nnz], or int8 [nnz] codes scaled by outlier_scale.
+        outlier_scale: float16 [N] when outlier_val is int8, else None.
+    """
+
+    bits: int
+    group_size: int
+    codes: np.ndarray
+    scales: np.ndarray
+    zeros: np.ndarray
+    outlier_ptr: np.ndarray
+    outlier_idx: np.ndarray
+    outlier_val: np.ndarray
+    outlier_scale: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(N, K)."""
+        n, k = self.codes.shape
+        return n, k
+
+    @property
+    def nnz(self) -> int:
+        return int(self.outlier_idx.size)
+
+    def outlier_values(self) -> np.ndarray:
+        """Outlier values as float32 [nnz]."""
+        vals = self.outlier_val.astype(np.float32)
+        if self.outlier_scale is not None:
+            rows = np.repeat(np.arange(self.shape[0]), np.diff(self.outlier_ptr))
+            vals = vals * self.outlier_scale.astype(np.float32)[rows]
+        return vals
+
+    def dense_outliers(self) -> np.ndarray:
+        """S as a dense float32 [N, K]."""
+        n, k = self.shape
+        out = np.zeros((n, k), dtype=np.float32)
+        rows = np.repeat(np.arange(n), np.diff(self.outlier_ptr))
+        np.add.at(out, (rows, self.outlier_idx.astype(np.int64)), self.outlier_values())
+        return out
+
+    def dequantize(self) -> np.ndarray:
+        """The reconstructed weight, float32 [N, K]."""
+        dense = affine.dequantize(self.codes, self.scales, self.zeros, self.group_size)
+        return dense + self.dense_outliers()
+
+
+def _round_outliers(
+    vals: np.ndarray, rows: np.ndarray, n: int, dtype: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Store outlier values at their own precision: float16, or int8 with a per-row fp16 scale."""
+    if dtype == "float16":
+        return vals.astype(np.float16), None
+    absmax = np.zeros(n, dtype=np.float32)
+    np.maximum.at(absmax, rows, np.abs(vals))
+    oscale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float16)
+    q = np.clip(np.round(vals / oscale.astype(np.float32)[rows]), -127, 127).astype(np.int8)
+    return q, oscale
+
+
+def quantize_weight(
+    w: np.ndarray,
+    *,
+    bits: int,
+    group_size: int,
+    outlier_ratio: float,
+    gamma: float = 1.0,
+    lasso_scope: str = "row",
+    outlier_mode: str = "exact",
+    outlier_dtype: str = "float16",
+) -> QuantizedWeight:
+    """Quantize w[N, K] (rows = output channels). See `adpq_onnx.AdpQConfig` for the options."""
+    if w.ndim != 2:
+        raise ValueError(f"expected a 2-D weight [N, K], got shape {w.shape}")
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if not np.isfinite(w).all():
+        raise ValueError("weight contains NaN or Inf")
+    n, k = w.shape
+    if k > 65536:
+        raise ValueError(f"K={k} exceeds 65536, the reach of the uint16 outlier index")
+    mask = lasso.select_outliers(w, outlier_ratio, lasso_scope, group_size)
+    rows, cols = np.nonzero(mask)  # row-major: sorted by row, then by K
+    if outlier_mode == "shrink":
+        t = lasso.threshold_per_row(w, mask, lasso_scope, group_size)
+        target = lasso.soft_threshold(w, t, gamma)[rows, cols]
+    elif outlier_mode == "exact":
+        target = w[rows, cols]
+    else:
+        raise ValueError(f"unknown outlier mode {outlier_mode!r}")
+    oval, oscale = _round_outliers(target, rows, n, outlier_dtype)
+    ptr = np.zeros(n + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=n), out=ptr[1:])
+    qw = QuantizedWeight(
+        bits=bits,
+        group_size=group_size,
+        codes=np.zeros((n, k), dtype=np.uint8),
+        scales=np.zeros(0, np.float16),
+        zeros=np.zeros(0, np.uint8),
+        outlier_ptr=ptr,
+        outlier_idx=cols.astype(np.uint16),
+        outlier_val=oval,
+        outlier_scale=oscale,
+    )
+    s = qw.dense_outliers()
+    # Grids are fitted to the inliers; what is left at an outlier's slot (w − S) is quantized
+    # on that grid: in exact mode the slot is forced to the zero point so it adds exactly 0.
+    scales, zeros = affine.choose_qparams(w, ~mask if mask.any() else None, bits, group_size)
+    codes = affine.quantize(w - s, scales, zeros, bits, group_size)
+    if outlier_mode == "exact" and rows.size:
+        codes[rows, cols] = zeros[rows, cols // group_size]
+    return dataclasses.replace(qw, codes=codes, scales=scales, zeros=zeros)
+
+
+def storage_bits(qw: QuantizedWeight) -> dict[str, int]:
+    """Exact storage of every tensor of the packed form, in bits.
+
+    Codes count their padding to a multiple of 32 along K (what is stored).
+    """
+    n, k = qw.shape
+    k_pad = -(-k // 32) * 32
+    parts = {
+        "codes": n * k_pad * qw.bits,
+        "scales": qw.scales.size * 16,
+        "zero_points": qw.zeros.size * 8,
+        "outlier_ptr": qw.outlier_ptr.size * 32,
+        "outlier_idx": qw.outlier_idx.size * 16,
+        "outlier_val": qw.outlier_val.size * qw.outlier_val.dtype.itemsize * 8,
+    }
+    if qw.outlier_scale is not None:
+        parts["outlier_scale"] = qw.outlier_scale.size * 16
+    return parts
+
+
+def bits_per_weight(qw: QuantizedWeight) -> float:
+    """True bits per weight: every stored bit divided by N·K."""
+    n, k = qw.shape
+    return sum(storage_bits(qw).values()) / (n * k)
