@@ -1,0 +1,3 @@
+from adpq_onnx.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""CLI sub-commands; see adpq_onnx/cli.py for the convention."""
