@@ -12,6 +12,8 @@ import json
 import re
 from typing import Any, Literal
 
+from adpq_onnx.errors import UserError
+
 CONFIG_VERSION = 1
 METADATA_KEY = "adpq_onnx.config"
 
@@ -23,7 +25,7 @@ Target = Literal["adpq", "matmulnbits"]
 _BITS = (2, 3, 4, 8)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An option value that cannot be used; the message names the option."""
 
 
