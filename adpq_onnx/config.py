@@ -48,6 +48,8 @@ class AdpQConfig:
             residual w − ŵ with the inliers; ``exact`` stores w itself and gives its slot the
             code of zero.
         outlier_dtype: ``float16`` values, or ``int8`` codes with one float16 scale per column.
+        range_search: Candidate range shrink factors β ∈ (0.5, 1) tried per group; the grid
+            with the least squared error over its inliers wins (0 = plain min-max).
         include: Regex; only weights whose initializer or node name matches are quantized.
         exclude: Regex; weights whose initializer or node name matches are left alone.
         min_size: Weights with fewer elements are left alone.
@@ -64,6 +66,7 @@ class AdpQConfig:
     lasso_scope: Scope = "row"
     outlier_mode: OutlierMode = "exact"
     outlier_dtype: OutlierDtype = "float16"
+    range_search: int = 0
     include: str | None = None
     exclude: str | None = None
     min_size: int = 0
@@ -86,6 +89,8 @@ class AdpQConfig:
         _check_choice("target", self.target, ("adpq", "matmulnbits"))
         if self.target == "matmulnbits" and self.bits not in (2, 4, 8):
             raise ConfigError(f"target=matmulnbits supports bits 2, 4 and 8, not {self.bits}")
+        if not isinstance(self.range_search, int) or not 0 <= self.range_search <= 64:
+            raise ConfigError(f"range_search={self.range_search} must be an integer in [0, 64]")
         for name in ("include", "exclude"):
             pattern = getattr(self, name)
             if pattern is not None:

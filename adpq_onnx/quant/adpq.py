@@ -95,6 +95,7 @@ def quantize_weight(
     lasso_scope: str = "row",
     outlier_mode: str = "exact",
     outlier_dtype: str = "float16",
+    range_search: int = 0,
 ) -> QuantizedWeight:
     """Quantize w[N, K] (rows = output channels). See `adpq_onnx.AdpQConfig` for the options."""
     if w.ndim != 2:
@@ -131,7 +132,8 @@ def quantize_weight(
     s = qw.dense_outliers()
     # Grids are fitted to the inliers; what is left at an outlier's slot (w − S) is quantized
     # on that grid: in exact mode the slot is forced to the zero point so it adds exactly 0.
-    scales, zeros = affine.choose_qparams(w, ~mask if mask.any() else None, bits, group_size)
+    keep = ~mask if mask.any() else None
+    scales, zeros = affine.choose_qparams(w, keep, bits, group_size, search=range_search)
     codes = affine.quantize(w - s, scales, zeros, bits, group_size)
     if outlier_mode == "exact" and rows.size:
         codes[rows, cols] = zeros[rows, cols // group_size]

@@ -19,36 +19,66 @@ import numpy as np
 from adpq_onnx.quant.lasso import group_bounds
 
 
+def _grouped(w: np.ndarray, keep: np.ndarray | None, group_size: int):
+    """w[N, K] → (x[N, G_count, G], mask of the entries that count), padding the last group."""
+    n, k = w.shape
+    ng = -(-k // group_size)
+    x = np.zeros((n, ng * group_size), dtype=np.float32)
+    x[:, :k] = w
+    m = np.zeros((n, ng * group_size), dtype=bool)
+    m[:, :k] = True if keep is None else keep
+    return x.reshape(n, ng, group_size), m.reshape(n, ng, group_size)
+
+
+def _grid(lo: np.ndarray, hi: np.ndarray, qmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """fp16 scale and integer zero point for ranges [lo, hi] (widened to contain 0)."""
+    lo = np.minimum(lo, 0.0)
+    hi = np.maximum(hi, 0.0)
+    scale = ((hi - lo) / qmax).astype(np.float16)
+    # A constant group (or one below fp16's range) still needs a usable, positive scale.
+    scale = np.where(scale > 0, scale, np.float16(1.0)).astype(np.float16)
+    z = np.clip(np.round(-lo / scale.astype(np.float32)), 0, qmax)
+    return scale, z
+
+
+def _sq_error(x, m, scale, z, qmax) -> np.ndarray:
+    s = scale.astype(np.float32)[..., None]
+    q = np.clip(np.round(x / s) + z[..., None], 0, qmax)
+    err = (q - z[..., None]) * s - x
+    return np.where(m, err * err, 0.0).sum(axis=-1)
+
+
 def choose_qparams(
-    w: np.ndarray, keep: np.ndarray | None, bits: int, group_size: int
+    w: np.ndarray,
+    keep: np.ndarray | None,
+    bits: int,
+    group_size: int,
+    search: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scales (float16) and zero points (uint8), both [N, n_groups], of w[N, K].
 
-    Only entries where `keep` is True count towards a group's range (all when None).
+    Only entries where `keep` is True count towards a group's range (all when None). With
+    `search` > 0 the range [lo, hi] is also shrunk by `search` factors β down to 0.5 (both ends
+    together) and the grid with the least squared error over the kept entries wins:
+    a calibration-free clipping that trades a few clipped weights for a finer grid.
     """
-    n, k = w.shape
     qmax = (1 << bits) - 1
-    bounds = group_bounds(k, group_size)
-    scales = np.empty((n, len(bounds)), dtype=np.float16)
-    zeros = np.empty((n, len(bounds)), dtype=np.uint8)
-    for g, (start, stop) in enumerate(bounds):
-        x = w[:, start:stop].astype(np.float32)
-        if keep is None:
-            lo = x.min(axis=1)
-            hi = x.max(axis=1)
-        else:
-            m = keep[:, start:stop]
-            lo = np.where(m, x, np.inf).min(axis=1)
-            hi = np.where(m, x, -np.inf).max(axis=1)
-        lo = np.minimum(lo, 0.0)
-        hi = np.maximum(hi, 0.0)
-        scale = ((hi - lo) / qmax).astype(np.float16)
-        # A constant group (or one below fp16's range) still needs a usable, positive scale.
-        scale = np.where(scale > 0, scale, np.float16(1.0)).astype(np.float16)
-        z = np.clip(np.round(-lo / scale.astype(np.float32)), 0, qmax)
-        scales[:, g] = scale
-        zeros[:, g] = z.astype(np.uint8)
-    return scales, zeros
+    x, m = _grouped(w.astype(np.float32, copy=False), keep, group_size)
+    lo = np.where(m, x, np.inf).min(axis=-1)
+    hi = np.where(m, x, -np.inf).max(axis=-1)
+    lo = np.where(np.isfinite(lo), lo, 0.0)
+    hi = np.where(np.isfinite(hi), hi, 0.0)
+    scale, z = _grid(lo, hi, qmax)
+    if search > 0:
+        best = _sq_error(x, m, scale, z, qmax)
+        for beta in np.linspace(1.0, 0.5, search + 1)[1:]:
+            s2, z2 = _grid(lo * beta, hi * beta, qmax)
+            err = _sq_error(x, m, s2, z2, qmax)
+            better = err < best
+            best = np.where(better, err, best)
+            scale = np.where(better, s2, scale)
+            z = np.where(better, z2, z)
+    return scale.astype(np.float16), z.astype(np.uint8)
 
 
 def expand_groups(params: np.ndarray, k: int, group_size: int) -> np.ndarray:
