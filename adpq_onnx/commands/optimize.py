@@ -1,0 +1,92 @@
+"""`adpq-onnx optimize IN.onnx -o OUT.onnx [options]`: quantize a model's MatMul weights.
+
+Options left out keep `AdpQConfig`'s defaults, and every value is validated by `AdpQConfig`
+itself, so a bad value is a `ConfigError` (exit status 2, no output file) with one wording
+whether it came from the CLI or the Python API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import typing
+from pathlib import Path
+
+from adpq_onnx import config as _config
+from adpq_onnx.config import AdpQConfig
+
+
+def _choices(literal: object) -> str:
+    return "{" + ",".join(typing.get_args(literal)) + "}"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    default = AdpQConfig()
+    p = subparsers.add_parser(
+        "optimize",
+        help="quantize the MatMul weights of an ONNX model with AdpQ",
+        description="Replace every MatMul (and Gemm) with a constant float weight by an "
+        "AdpQMatMul on packed low-bit weights, and print a per-layer summary.",
+    )
+    p.add_argument("input", metavar="IN.onnx", help="the float model")
+    p.add_argument("-o", "--output", metavar="OUT.onnx", help="default: IN.adpq.onnx beside IN")
+    p.add_argument("--bits", type=int, metavar="{2,3,4,8}", help=f"default {default.bits}")
+    p.add_argument("--group-size", type=int, metavar="G", help=f"default {default.group_size}")
+    p.add_argument(
+        "--outlier-ratio", type=float, metavar="ALPHA", help=f"default {default.outlier_ratio}"
+    )
+    p.add_argument("--gamma", type=float, metavar="G", help=f"default {default.gamma}")
+    p.add_argument("--lasso-scope", metavar=_choices(_config.Scope))
+    p.add_argument("--outlier-mode", metavar=_choices(_config.OutlierMode))
+    p.add_argument("--outlier-dtype", metavar=_choices(_config.OutlierDtype))
+    p.add_argument("--range-search", type=int, metavar="N", help="grid shrink candidates")
+    p.add_argument("--include", metavar="REGEX", help="only weights/nodes matching")
+    p.add_argument("--exclude", metavar="REGEX", help="leave weights/nodes matching")
+    p.add_argument("--min-size", type=int, metavar="ELEMENTS", help="leave smaller weights")
+    p.add_argument("--target", metavar=_choices(_config.Target))
+    p.add_argument(
+        "--quantize-embeddings",
+        action="store_true",
+        default=None,
+        help="also quantize MatMuls whose weight a Gather shares (tied lm_head)",
+    )
+    p.add_argument(
+        "--external-data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store tensors in OUT.onnx.data (default: only above 1.8 GB)",
+    )
+    p.add_argument("--report", metavar="REPORT.json", help="write the per-layer report")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> AdpQConfig:
+    """The config made of the options given; raises ConfigError for a bad value."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(AdpQConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    return AdpQConfig(**given)
+
+
+def default_output(input_path: str) -> Path:
+    p = Path(input_path)
+    return p.with_name(f"{p.stem}.adpq.onnx")
+
+
+def run(args: argparse.Namespace) -> int:
+    from adpq_onnx.pipeline import optimize_file
+
+    if not getattr(args, "verbose", False):
+        # onnx_ir reports each cleanup step at INFO; the summary below says what matters.
+        logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    config = config_from_args(args)
+    out = Path(args.output) if args.output else default_output(args.input)
+    report = optimize_file(
+        args.input, out, config, report_path=args.report, external_data=args.external_data
+    )
+    print(report.summary())
+    print(f"wrote {out}")
+    return 0

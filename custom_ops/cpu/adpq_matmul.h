@@ -1,0 +1,53 @@
+// The CPU AdpQMatMul op (schema for ORT) and its kernel (validate, then launch the compute).
+//
+//   Y[..., N] = A[..., K] · B[K, N] (+ bias),  B the packed AdpQ weight (include/adpq/format.h)
+//
+// A, bias and Y are float32 or float16, outlier_val float16 or int8. ORT lets an op declare
+// one input of UNDEFINED (any) type whose runtime type its UNDEFINED output takes; a user
+// shape-inference function instead would be handed a null input type (ORT 1.31) when an
+// optional input in the middle (bias) is absent.
+// So A is that one UNDEFINED input (Y gets its type; the kernel checks it), and the op is
+// registered 4 times under one name, one per (bias type, outlier_val type): ORT merges them
+// into one schema. bias and outlier_scale are optional inputs. All 4 share one kernel, which
+// checks every type itself.
+#pragma once
+
+#include <onnxruntime_cxx_api.h>
+
+#include "common/matmul_args.h"
+
+namespace adpq::cpu {
+
+class AdpQMatMulKernel {
+ public:
+  explicit AdpQMatMulKernel(const MatMulAttrs& attrs) : attrs_(attrs) {}
+  OrtStatusPtr ComputeV2(OrtKernelContext* context);
+
+ private:
+  void Compute(OrtKernelContext* context);
+  MatMulAttrs attrs_;
+};
+
+struct AdpQMatMulOp : Ort::CustomOpBase<AdpQMatMulOp, AdpQMatMulKernel, /*WithStatus=*/true> {
+  AdpQMatMulOp(ONNXTensorElementDataType bias_type, ONNXTensorElementDataType outlier_val_type)
+      : bias_type_(bias_type), outlier_val_type_(outlier_val_type) {}
+
+  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
+  const char* GetName() const;
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+
+  size_t GetInputTypeCount() const;
+  ONNXTensorElementDataType GetInputType(size_t index) const;
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const;
+
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t /*index*/) const {
+    return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // A's type
+  }
+
+ private:
+  ONNXTensorElementDataType bias_type_;
+  ONNXTensorElementDataType outlier_val_type_;
+};
+
+}  // namespace adpq::cpu

@@ -1,0 +1,137 @@
+// The AdpQ packed-weight layout, mirrored from adpq_onnx/formats/bitpack.py and packed.py (the
+// spec). This is the only C++ definition of the layout; the CPU and CUDA code both include it.
+//
+// For ONNX  Y[..., N] = A[..., K] · B[K, N],  B is stored transposed (row n = output channel):
+//
+//   input          dtype          shape                       meaning
+//   codes          uint8          [N, ceil(K/32) * 4 * bits]  b-bit codes in blocks of 32
+//   scales         float16        [N, n_groups]               group scale
+//   zero_points    uint8          [N, n_groups]               integer zero point
+//   outlier_ptr    int32          [N + 1]                     CSR row pointers
+//   outlier_idx    uint16         [nnz]                       K index of each outlier
+//   outlier_val    float16|int8   [nnz]                       outlier value (or int8 code)
+//   outlier_scale  float16        [N]                         only with int8 outlier_val
+//
+// n_groups = ceil(K / G) with G = block_size (a multiple of 32, so a block of 32 codes never
+// straddles two groups; the last group may be short), and
+//
+//   B[k, n] = (code[n, k] - zero_points[n, g]) * scales[n, g]  +  sum of row n's outliers at k
+//   outlier = outlier_val[i]                      (float16)
+//           = outlier_val[i] * outlier_scale[n]   (int8)
+//
+// A row of K codes is zero-padded to a multiple of 32 and cut into blocks of 32 codes. A block
+// of b-bit codes takes 4*b bytes: bit planes, low bits first. A p-bit plane covering bits
+// [shift, shift + p) of each code takes 4*p bytes; byte j holds codes j + s*(4p) for
+// s = 0 .. 8/p - 1 at bit offset s*p, so one shift-and-mask of a plane yields a run of 4*p
+// consecutive codes (no shuffles in a SIMD unpack):
+//
+//   bits  planes   bytes per block
+//   2     [2]      8
+//   3     [2, 1]   8 + 4 = 12
+//   4     [4]      16
+//   8     [8]      32
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define ADPQ_HOST_DEVICE __host__ __device__
+#else
+#define ADPQ_HOST_DEVICE
+#endif
+
+namespace adpq {
+
+// The op's identity; adpq_onnx/ops/spec.py holds the same strings (test_domain.py checks it).
+inline constexpr char kAdpqDomain[] = "adpq_onnx";
+inline constexpr int kAdpqDomainVersion = 1;
+inline constexpr char kAdpqMatMulName[] = "AdpQMatMul";
+
+// Input order of AdpQMatMul (spec.INPUTS).
+enum Input : int {
+  kInputA = 0,
+  kInputCodes,
+  kInputScales,
+  kInputZeroPoints,
+  kInputOutlierPtr,
+  kInputOutlierIdx,
+  kInputOutlierVal,
+  kInputBias,          // optional
+  kInputOutlierScale,  // optional; required iff outlier_val is int8
+  kNumInputs,
+};
+
+inline constexpr int kBlock = 32;  // codes per block
+inline constexpr int kMinGroupSize = 32;
+inline constexpr int kMaxGroupSize = 256;
+
+ADPQ_HOST_DEVICE constexpr bool IsSupportedBits(int64_t bits) {
+  return bits == 2 || bits == 3 || bits == 4 || bits == 8;
+}
+
+ADPQ_HOST_DEVICE constexpr bool IsSupportedGroupSize(int64_t g) {
+  return g >= kMinGroupSize && g <= kMaxGroupSize && g % kBlock == 0;
+}
+
+// Bytes of one block of 32 codes.
+ADPQ_HOST_DEVICE constexpr int BlockBytes(int bits) { return 4 * bits; }
+
+// Bytes of one packed row of K codes (padded to a multiple of 32 codes).
+ADPQ_HOST_DEVICE constexpr int64_t PackedRowBytes(int64_t k, int bits) {
+  return (k + kBlock - 1) / kBlock * BlockBytes(bits);
+}
+
+ADPQ_HOST_DEVICE constexpr int64_t PaddedK(int64_t k) { return (k + kBlock - 1) / kBlock * kBlock; }
+
+ADPQ_HOST_DEVICE constexpr int64_t NumGroups(int64_t k, int64_t group_size) {
+  return (k + group_size - 1) / group_size;
+}
+
+// The planes of a code width, low bits first (bitpack.PLANES).
+struct Planes {
+  int count;
+  int width[2];
+};
+
+ADPQ_HOST_DEVICE constexpr Planes PlanesOf(int bits) {
+  return bits == 3 ? Planes{2, {2, 1}} : Planes{1, {bits, 0}};
+}
+
+// One block of 32 codes per width: plane pN holds N bits of each code in 4*N bytes.
+struct BlockQ2 {
+  uint8_t p2[8];
+};
+struct BlockQ3 {
+  uint8_t p2[8];  // bits 0-1
+  uint8_t p1[4];  // bit 2
+};
+struct BlockQ4 {
+  uint8_t p4[16];
+};
+struct BlockQ8 {
+  uint8_t p8[32];
+};
+
+static_assert(sizeof(BlockQ2) == BlockBytes(2), "2-bit block is 8 bytes");
+static_assert(sizeof(BlockQ3) == BlockBytes(3), "3-bit block is 12 bytes");
+static_assert(sizeof(BlockQ4) == BlockBytes(4), "4-bit block is 16 bytes");
+static_assert(sizeof(BlockQ8) == BlockBytes(8), "8-bit block is 32 bytes");
+
+// Each plane of width p holds 32 p-bit values in 4*p bytes, and the planes of a width cover
+// exactly its bits.
+ADPQ_HOST_DEVICE constexpr bool PlanesCoverBits(int bits) {
+  int sum = 0;
+  int bytes = 0;
+  for (int i = 0; i < PlanesOf(bits).count; ++i) {
+    sum += PlanesOf(bits).width[i];
+    bytes += 4 * PlanesOf(bits).width[i];
+  }
+  return sum == bits && bytes == BlockBytes(bits);
+}
+static_assert(PlanesCoverBits(2) && PlanesCoverBits(3) && PlanesCoverBits(4) && PlanesCoverBits(8),
+              "planes must cover every bit of a code, 4 bytes per plane bit");
+static_assert(kMaxGroupSize % kBlock == 0 && kMinGroupSize == kBlock,
+              "a block must never straddle two groups");
+
+}  // namespace adpq

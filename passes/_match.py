@@ -1,0 +1,144 @@
+"""Small graph predicates and builders shared by the passes.
+
+The vocabulary: a *weight* is a 2-D float initializer that is a true constant (not also a
+graph input, which a caller could override at run time); a *tied* weight is one that a
+Gather also reads (a tied embedding / lm_head).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+FLOAT_WEIGHTS = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16})
+# AdpQMatMul's T: the activation dtype, also the dtype of its output and bias.
+ACTIVATIONS = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16})
+# Ops that only re-lay or re-type a weight; looked through to find the initializer behind B.
+_VIEW_OPS = frozenset({"Transpose", "Cast"})
+
+
+def constant(value: ir.Value | None) -> ir.Value | None:
+    """`value` itself if it is an initializer with data that no graph input overrides."""
+    if value is None or not value.is_initializer() or value.const_value is None:
+        return None
+    if value.is_graph_input():
+        return None
+    return value
+
+
+def is_float_weight(value: ir.Value) -> bool:
+    return value.dtype in FLOAT_WEIGHTS and value.shape is not None and value.shape.rank() == 2
+
+
+def cast_target(node: ir.Node) -> ir.DataType | None:
+    """The dtype a Cast node converts to."""
+    attr = node.attributes.get("to")
+    return None if attr is None else ir.DataType(attr.as_int())
+
+
+def weight_behind(b: ir.Value) -> tuple[ir.Value | None, ir.Node | None]:
+    """(initializer, cast) when B is an initializer, or a Cast to an activation dtype of one.
+
+    The Cast lets fp16/bf16-stored weights computed in fp32 be quantized straight from their
+    stored values: AdpQMatMul takes the activation dtype from A, so the Cast becomes dead.
+    """
+    init = constant(b)
+    if init is not None:
+        return init, None
+    node = b.producer()
+    if node is None or node.op_type != "Cast" or node.domain not in ("", "ai.onnx"):
+        return None, None
+    init = constant(node.inputs[0])
+    if init is None or cast_target(node) not in ACTIVATIONS or init.dtype not in FLOAT_WEIGHTS:
+        return None, None
+    return init, node
+
+
+def activation_dtype(matmul: ir.Node) -> ir.DataType | None:
+    """The dtype T of a MatMul's A (and Y), from A, or from B since MatMul ties them."""
+    a, b = matmul.inputs[0], matmul.inputs[1]
+    for value in (a, b):
+        if value is not None and value.dtype is not None:
+            return value.dtype
+    producer = b.producer() if b is not None else None
+    if producer is not None and producer.op_type == "Cast":
+        return cast_target(producer)
+    return None
+
+
+def root_initializer(value: ir.Value | None) -> ir.Value | None:
+    """The initializer behind a chain of Transpose / Cast nodes, if any."""
+    for _ in range(4):
+        if value is None:
+            return None
+        if constant(value) is not None:
+            return value
+        node = value.producer()
+        if node is None or node.op_type not in _VIEW_OPS or not node.inputs:
+            return None
+        value = node.inputs[0]
+    return None
+
+
+def tied_gather(value: ir.Value | None) -> ir.Node | None:
+    """A Gather that reads the initializer behind `value` (looking through Transpose/Cast)."""
+    init = root_initializer(value)
+    if init is None:
+        return None
+    for use in init.uses():
+        if use.node.op_type == "Gather":
+            return use.node
+    return None
+
+
+def transpose_perm(node: ir.Node) -> list[int] | None:
+    attr = node.attributes.get("perm")
+    return None if attr is None else list(attr.as_ints())
+
+
+class NameScope:
+    """Hands out value names not yet used anywhere in a graph (subgraphs included)."""
+
+    def __init__(self, graph: ir.Graph) -> None:
+        self._taken = set(ir.convenience.create_value_mapping(graph))
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._taken:
+            name, i = f"{base}.{i}", i + 1
+        self._taken.add(name)
+        return name
+
+
+def add_initializer(graph: ir.Graph, name: str, tensor: ir.TensorProtocol) -> ir.Value:
+    """Register `tensor` as a new initializer called `name` (which must be free)."""
+    value = ir.Value(
+        name=name,
+        const_value=tensor,
+        shape=ir.Shape(tensor.shape.numpy()),
+        type=ir.TensorType(tensor.dtype),
+    )
+    graph.register_initializer(value)
+    return value
+
+
+def add_transposed(graph: ir.Graph, init: ir.Value, names: NameScope) -> ir.Value:
+    """A new initializer holding init[K, N]ᵀ, evaluated lazily.
+
+    Lazy, so that a weight that is then quantized is never held twice in memory: its
+    quantizer reads the transpose as a numpy view of the original data.
+    """
+    src = init.const_value
+    assert src is not None and init.name is not None
+    rows, cols = src.shape.numpy()
+    name = names.fresh(f"{init.name}.T")
+
+    def transposed() -> ir.TensorProtocol:
+        return ir.tensor(np.asarray(src.numpy()).T, dtype=src.dtype, name=name)
+
+    lazy = ir.LazyTensor(transposed, dtype=src.dtype, shape=ir.Shape([cols, rows]), name=name)
+    return add_initializer(graph, name, lazy)
+
+
+def in_main_graph(node: ir.Node, model: ir.Model) -> bool:
+    return node.graph is model.graph

@@ -1,0 +1,82 @@
+"""ReplaceMatMulWithAdpQPass: swap each planned MatMul for an AdpQMatMul on packed weights."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from adpq_onnx.passes import _contracts, _match
+from adpq_onnx.passes._plan import QuantPlan, WeightPlan
+
+from adpq_onnx.ops import spec
+
+
+class ReplaceMatMulWithAdpQPass(ir.passes.InPlacePass):
+    """Rewrite ``MatMul(A, B)`` as ``adpq_onnx::AdpQMatMul(A, <packed B>...)``.
+
+    Rules:
+        1. Every MatMul listed under a quantized weight of the plan is replaced; nodes that
+           share a weight share its packed initializers.
+        2. The new node keeps the MatMul's name and output (name, type, shape, graph-output
+           role) and gets the attributes K, N, bits and block_size (`adpq_onnx.ops.spec`).
+        3. When the MatMul's only consumer is an ``Add`` of a constant 1-D bias [N] of A's
+           dtype, the Add is fused into the optional bias input and its output is kept instead.
+        4. The opset import (spec.DOMAIN, spec.DOMAIN_VERSION) is added. The original weights
+           (and any Cast feeding B) are left dead for `CleanupPass`.
+    """
+
+    def __init__(self, plan: QuantPlan) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def requires(self, model: ir.Model) -> None:
+        for entry in self.plan.weights.values():
+            if entry.packed is None or not entry.inputs:
+                raise ir.passes.PreconditionError(f"weight '{entry.name}' was not quantized")
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        count = 0
+        for entry in self.plan.weights.values():
+            for node in entry.nodes:
+                if node.graph is model.graph:  # not replaced by an earlier run
+                    self._replace(model.graph, node, entry)
+                    count += 1
+        if count:
+            model.opset_imports[spec.DOMAIN] = spec.DOMAIN_VERSION
+        return ir.passes.PassResult(model, modified=bool(count))
+
+    def ensures(self, model: ir.Model) -> None:
+        _contracts.check_domain_imported(model)
+
+    def _replace(self, graph: ir.Graph, node: ir.Node, entry: WeightPlan) -> None:
+        packed = entry.packed
+        assert packed is not None
+        a = node.inputs[0]
+        add, bias = _bias_add(node, packed.n)
+        inputs: list[ir.Value | None] = [a, *(entry.inputs[k] for k in spec.PACKED_INPUTS)]
+        if bias is not None or "outlier_scale" in entry.inputs:
+            inputs.append(bias)  # optional: an empty slot when only outlier_scale follows
+        if "outlier_scale" in entry.inputs:
+            inputs.append(entry.inputs["outlier_scale"])
+        attrs = {"K": packed.k, "N": packed.n, "bits": packed.bits, "block_size": packed.group_size}
+        new = ir.node(spec.OP_TYPE, inputs, attrs, domain=spec.DOMAIN, name=node.name)
+        old_nodes = [node] if add is None else [node, add]
+        ir.convenience.replace_nodes_and_values(
+            graph, node, old_nodes, [new], old_nodes[-1].outputs, new.outputs
+        )
+
+
+def _bias_add(node: ir.Node, n: int) -> tuple[ir.Node | None, ir.Value | None]:
+    """(Add, bias) when the MatMul's output only feeds ``Add(Y, bias[N])``, else (None, None)."""
+    y = node.outputs[0]
+    uses = list(y.uses())
+    if y.is_graph_output() or len(uses) != 1:
+        return None, None
+    add = uses[0].node
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
+        return None, None
+    bias = _match.constant(add.inputs[1 - uses[0].idx])
+    t = _match.activation_dtype(node)
+    if bias is None or t is None or bias.dtype != t:
+        return None, None
+    if bias.shape is None or bias.shape.dims != (n,):
+        return None, None
+    return add, bias
