@@ -37,6 +37,11 @@ def installed(tmp_path) -> None:
 
 
 def test_passes_is_only_a_subpackage(tmp_path, installed) -> None:
+    editable = _python("import _editable_skbc_adpq_onnx", tmp_path)
+    if editable.returncode == 0:
+        # scikit-build-core's editable .pth puts the checkout root on sys.path, which exposes
+        # the source folder passes/; a regular install (the README's test command) does not.
+        pytest.skip("editable install: the checkout root is on sys.path")
     done = _python(
         """
         import importlib.util

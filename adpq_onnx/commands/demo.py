@@ -20,6 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     p.add_argument("--workdir", metavar="DIR", help="default: ~/.cache/adpq-onnx/demo/smollm2")
     p.add_argument("--bits", type=int, default=4, help="AdpQ bits (default 4)")
+    p.add_argument("--group-size", type=int, metavar="G", help="default: AdpQConfig's")
     p.add_argument(
         "--windows", type=int, default=DEFAULT_WINDOWS, help=f"default {DEFAULT_WINDOWS}"
     )
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         bits=args.bits,
         windows=args.windows,
         ctx=args.ctx,
+        group_size=args.group_size,
         source=args.source,
         reexport=args.reexport,
         say=say,
