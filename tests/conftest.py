@@ -1,15 +1,24 @@
 """Shared test fixtures and markers (registered in pyproject.toml).
 
     requires_custom_ops   skipped, with the reason, when the compiled op library is not found
+    ADPQ_SHARED_DATA      set to ../shared/data beside the checkout when that folder exists
     rng                   a numpy Generator seeded per test, so failures reproduce
 """
 
 from __future__ import annotations
 
+import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Tests run against the installed package, whose location says nothing about the checkout:
+# point it at ../shared/data beside this checkout (where CI puts the real data).
+_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if _SHARED.is_dir():
+    os.environ.setdefault("ADPQ_SHARED_DATA", str(_SHARED))
 
 
 def _custom_ops_missing() -> str | None:

@@ -121,7 +121,8 @@ def format_summary(r: dict[str, Any]) -> str:
         f"{'seconds / window':24}{ev['reference_seconds_per_window']:>14.2f}"
         f"{ev['seconds_per_window']:>14.2f}",
         f"text: {r['text']}; {ev['windows']} windows x {ev['ctx']} tokens, {ev['tokens']} scored",
-        f"export {export}, quantize {r['optimize_seconds']:.0f} s, evaluation {ev['seconds']:.0f} s",
+        f"export {export}, quantize {r['optimize_seconds']:.0f} s, "
+        f"evaluation {ev['seconds']:.0f} s",
         f"prompt: {r['prompt']}",
         f"  float32: {r['answer_float32'].strip()}",
         f"  AdpQ:    {r['answer_adpq'].strip()}",
