@@ -30,6 +30,61 @@ class ConfigError(UserError, ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Rule:
+    """Per-layer settings: weights whose initializer or node name matches `pattern` use them.
+
+    Attributes:
+        pattern: Regex, searched (not fully matched) in the weight's and its nodes' names.
+        bits: Bits for the matching weights; None keeps the config's.
+        group_size: Group size for them; None keeps the config's.
+        outlier_ratio: α for them; None keeps the config's.
+    """
+
+    pattern: str
+    bits: int | None = None
+    group_size: int | None = None
+    outlier_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ConfigError(f"rule {self.pattern!r} is not a valid regex: {exc}") from None
+
+    @classmethod
+    def parse(cls, text: str) -> Rule:
+        """``REGEX:bits=3,group_size=64,outlier_ratio=0.01`` (the CLI's ``--rule``)."""
+        pattern, sep, settings = text.rpartition(":")
+        if not sep or not pattern:
+            raise ConfigError(f"rule {text!r}: expected REGEX:key=value[,key=value]")
+        values: dict[str, Any] = {}
+        for item in settings.split(","):
+            key, eq, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not eq or key not in ("bits", "group_size", "outlier_ratio"):
+                raise ConfigError(
+                    f"rule {text!r}: {item!r} is not bits=, group_size= or outlier_ratio="
+                )
+            try:
+                values[key] = float(value) if key == "outlier_ratio" else int(value)
+            except ValueError:
+                raise ConfigError(f"rule {text!r}: {key}={value!r} is not a number") from None
+        return cls(pattern, **values)
+
+    def matches(self, names: list[str]) -> bool:
+        return any(re.search(self.pattern, n) for n in names)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSettings:
+    """The effective bits / group size / α of one weight, after the rules."""
+
+    bits: int
+    group_size: int
+    outlier_ratio: float
+
+
+@dataclasses.dataclass(frozen=True)
 class AdpQConfig:
     """How to quantize MatMul weights.
 
@@ -57,6 +112,9 @@ class AdpQConfig:
             writes stock ORT com.microsoft MatMulNBits with outliers folded into the grid.
         quantize_embeddings: Also quantize MatMuls whose weight is shared with a Gather
             (a tied embedding / lm_head). Off by default: embeddings stay at full precision.
+        rules: Per-layer overrides; the first `Rule` whose pattern matches a weight (or one
+            of its nodes) sets its bits, group size and α. Each result is validated like the
+            config's own values.
     """
 
     bits: int = 4
@@ -72,23 +130,55 @@ class AdpQConfig:
     min_size: int = 0
     target: Target = "adpq"
     quantize_embeddings: bool = False
+    rules: tuple[Rule, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.bits not in _BITS:
-            raise ConfigError(f"bits={self.bits} is not supported; choose one of {_BITS}")
-        gs = self.group_size
+        rules = tuple(Rule(**r) if isinstance(r, dict) else r for r in self.rules)
+        object.__setattr__(self, "rules", rules)
+        self._check_settings(self.bits, self.group_size, self.outlier_ratio)
+        for rule in rules:
+            where = f" (rule {rule.pattern!r})"
+            self._check_settings(
+                self.bits if rule.bits is None else rule.bits,
+                self.group_size if rule.group_size is None else rule.group_size,
+                self.outlier_ratio if rule.outlier_ratio is None else rule.outlier_ratio,
+                where,
+            )
+        self._check_options()
+
+    def _check_settings(self, bits: int, gs: int, ratio: float, where: str = "") -> None:
+        if bits not in _BITS:
+            raise ConfigError(f"bits={bits}{where} is not supported; choose one of {_BITS}")
         if not isinstance(gs, int) or gs < 32 or gs > 256 or gs % 32:
-            raise ConfigError(f"group_size={gs} must be a multiple of 32 in [32, 256]")
-        if not 0.0 <= self.outlier_ratio < 0.5:
-            raise ConfigError(f"outlier_ratio={self.outlier_ratio} must be in [0, 0.5)")
+            raise ConfigError(f"group_size={gs}{where} must be a multiple of 32 in [32, 256]")
+        if not 0.0 <= ratio < 0.5:
+            raise ConfigError(f"outlier_ratio={ratio}{where} must be in [0, 0.5)")
+        if self.target == "matmulnbits":
+            if bits not in (2, 4, 8):
+                raise ConfigError(f"target=matmulnbits supports bits 2, 4 and 8, not {bits}{where}")
+            if gs & (gs - 1):
+                raise ConfigError(
+                    f"target=matmulnbits needs a power-of-2 group_size, not {gs}{where}"
+                )
+
+    def settings_for(self, names: list[str]) -> LayerSettings:
+        """The bits / group size / α of a weight known by `names` (the first matching rule)."""
+        for rule in self.rules:
+            if rule.matches(names):
+                return LayerSettings(
+                    self.bits if rule.bits is None else rule.bits,
+                    self.group_size if rule.group_size is None else rule.group_size,
+                    self.outlier_ratio if rule.outlier_ratio is None else rule.outlier_ratio,
+                )
+        return LayerSettings(self.bits, self.group_size, self.outlier_ratio)
+
+    def _check_options(self) -> None:
         if not self.gamma >= 0.0:
             raise ConfigError(f"gamma={self.gamma} must be >= 0")
         _check_choice("lasso_scope", self.lasso_scope, ("matrix", "row", "group"))
         _check_choice("outlier_mode", self.outlier_mode, ("shrink", "exact"))
         _check_choice("outlier_dtype", self.outlier_dtype, ("float16", "int8"))
         _check_choice("target", self.target, ("adpq", "matmulnbits"))
-        if self.target == "matmulnbits" and self.bits not in (2, 4, 8):
-            raise ConfigError(f"target=matmulnbits supports bits 2, 4 and 8, not {self.bits}")
         if not isinstance(self.range_search, int) or not 0 <= self.range_search <= 64:
             raise ConfigError(f"range_search={self.range_search} must be an integer in [0, 64]")
         for name in ("include", "exclude"):
@@ -106,8 +196,10 @@ class AdpQConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields plus the format ``version``."""
-        return {"version": CONFIG_VERSION, **dataclasses.asdict(self)}
+        """All fields plus the format ``version`` (rules as a list of dicts)."""
+        data = dataclasses.asdict(self)
+        data["rules"] = [dataclasses.asdict(r) for r in self.rules]
+        return {"version": CONFIG_VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AdpQConfig:

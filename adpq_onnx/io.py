@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
@@ -25,6 +26,8 @@ from adpq_onnx.errors import UserError
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # Tensors below this stay inside the .onnx even when external data is used.
 _EXTERNAL_MIN_BYTES = 1024
+# Offsets of tensors in a data file we write are multiples of this (memory-mapping friendly).
+_ALIGN = 64
 
 
 def load_model(path: str | os.PathLike[str]) -> ir.Model:
@@ -117,6 +120,15 @@ def check_external_data(proto: onnx.ModelProto, path: str | os.PathLike[str]) ->
             )
 
 
+def uses_external(model: ir.Model) -> bool:
+    """Whether any initializer keeps its data in an external file."""
+    return any(
+        isinstance(v.const_value, ir.ExternalTensor)
+        for g in model.graphs()
+        for v in g.initializers.values()
+    )
+
+
 def tensor_bytes(model: ir.Model) -> int:
     """Bytes of all initializers of all graphs."""
     return sum(
@@ -160,6 +172,138 @@ def save_model(
         # complete; the .onnx that names it is renamed after that, by _temporary.
         _save(model, tmp, out, external=data.name)
     return [out, data]
+
+
+class ExternalDataWriter:
+    """Appends tensors to one external-data file as they are made, so none waits in memory.
+
+    The file is written under a temporary name beside the final one; `add` returns an
+    `ir.ExternalTensor` that already names the final file (it is renamed by `ModelWriter`).
+    """
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        self.tmp = Path(name)
+        os.chmod(self.tmp, 0o666 & ~_umask())
+        self._file = os.fdopen(fd, "wb")
+        self.offset = 0
+        self.written: set[int] = set()  # ids of the references handed out
+
+    def add(self, name: str, data: np.ndarray | ir.TensorProtocol) -> ir.ExternalTensor:
+        """Write `data` (an array, or a tensor read a chunk at a time); returns its reference."""
+        start = self.offset
+        if isinstance(data, np.ndarray):
+            dtype, shape = ir.DataType.from_numpy(data.dtype), ir.Shape(data.shape)
+            self._file.write(np.ascontiguousarray(data).tobytes())
+        else:
+            dtype, shape = data.dtype, ir.Shape(data.shape.numpy())
+            for chunk in _chunks(data):
+                self._file.write(chunk)
+        length = self._file.tell() - start
+        pad = -self._file.tell() % _ALIGN
+        self._file.write(b"\0" * pad)
+        self.offset = self._file.tell()
+        ref = ir.ExternalTensor(
+            self.final.name,
+            start,
+            length,
+            dtype,
+            shape=shape,
+            name=name,
+            base_dir=str(self.final.parent),
+        )
+        self.written.add(id(ref))
+        return ref
+
+    def store(self, name: str, array: np.ndarray) -> ir.TensorProtocol:
+        """A `QuantizeWeightsPass` sink: large arrays go to the file, small ones stay inline."""
+        if array.nbytes < _EXTERNAL_MIN_BYTES:
+            return ir.tensor(array, name=name)
+        return self.add(name, array)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def discard(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _chunks(tensor: ir.TensorProtocol, size: int = 64 << 20) -> Iterator[bytes]:
+    """The bytes of a tensor in pieces; an external tensor is read from its file, not mapped."""
+    if isinstance(tensor, ir.ExternalTensor):
+        left = tensor.length if tensor.length is not None else tensor.nbytes
+        with open(tensor.path, "rb") as f:
+            f.seek(tensor.offset or 0)
+            while left > 0:
+                piece = f.read(min(size, left))
+                if not piece:
+                    raise UserError(f"{tensor.path}: ends inside tensor '{tensor.name}'")
+                left -= len(piece)
+                yield piece
+        return
+    yield tensor.tobytes()
+
+
+def read_array(tensor: ir.TensorProtocol) -> np.ndarray:
+    """A tensor's data as a private numpy array; external data is read, never memory-mapped.
+
+    Reading rather than mapping keeps a large model's pages out of the resident set once the
+    array is freed.
+    """
+    if isinstance(tensor, ir.ExternalTensor) and tensor.dtype.itemsize >= 1:
+        raw = bytearray(b"".join(_chunks(tensor)))
+        dt = np.dtype(tensor.dtype.numpy()).newbyteorder("<")
+        return np.frombuffer(raw, dtype=dt).reshape(tensor.shape.numpy())
+    return np.asarray(tensor.numpy())
+
+
+class ModelWriter:
+    """The files of one output model, made under temporary names and renamed when complete.
+
+    Use as a context manager: `writer` is the external-data writer (None for a single file);
+    `commit(model)` moves every remaining large tensor into the data file, writes the .onnx and
+    renames both (data first). Leaving the block without `commit` removes what was written.
+    """
+
+    def __init__(self, path: Path, external_data: bool) -> None:
+        if not path.parent.is_dir():
+            raise UserError(f"{path}: directory {path.parent} does not exist")
+        self.path = path
+        self.data = path.with_name(path.name + ".data")
+        self.writer: ExternalDataWriter | None = None
+        if external_data:
+            self.writer = ExternalDataWriter(self.data)
+
+    def __enter__(self) -> ModelWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.writer is not None:
+            self.writer.discard()
+
+    def commit(self, model: ir.Model) -> list[Path]:
+        """Write the model; returns the files written."""
+        if self.writer is None:
+            return save_model(model, self.path, external_data=False)
+        writer = self.writer
+        # Everything not yet in the new data file is copied (or loaded) before the rename,
+        # so even an input whose data file has the output's data name survives until then.
+        for graph in model.graphs():
+            for value in graph.initializers.values():
+                t = value.const_value
+                if t is None or id(t) in writer.written:
+                    continue
+                if t.nbytes >= _EXTERNAL_MIN_BYTES:
+                    value.const_value = writer.add(value.name or t.name or "", t)
+                elif isinstance(t, ir.ExternalTensor):
+                    value.const_value = ir.tensor(read_array(t), dtype=t.dtype, name=t.name)
+        writer.close()
+        with _temporary(self.path) as tmp:
+            _save(model, tmp, self.path)
+            os.replace(writer.tmp, self.data)
+        return [self.path, self.data]
 
 
 def _mapped_files(model: ir.Model) -> set[Path]:

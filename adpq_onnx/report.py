@@ -36,6 +36,11 @@ class LayerReport:
         seconds: Time spent quantizing and packing it.
         original_bytes: Bytes of the original initializer.
         packed_bytes: Bytes of its packed tensors.
+        adpq_rel_error: The error AdpQ gets with its sparse outliers; larger than
+            `weight_rel_error` by the cost of folding them when the target has no room for
+            outliers (MatMulNBits), else equal.
+        threshold: The smallest |w| kept as an outlier (the LASSO cut), None without outliers.
+        histogram: (bin edges, counts) of the weight's values, for the plots.
     """
 
     name: str
@@ -51,9 +56,15 @@ class LayerReport:
     seconds: float
     original_bytes: int
     packed_bytes: int
+    adpq_rel_error: float | None = None
+    threshold: float | None = None
+    histogram: tuple[list[float], list[int]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "nodes": list(self.nodes)}
+        data = {**dataclasses.asdict(self), "nodes": list(self.nodes)}
+        if self.histogram is not None:
+            data["histogram"] = {"edges": self.histogram[0], "counts": self.histogram[1]}
+        return data
 
 
 @dataclasses.dataclass(frozen=True)

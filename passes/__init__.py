@@ -6,6 +6,7 @@ from adpq_onnx.passes.fold_transposed_weights import FoldTransposedWeightsPass
 from adpq_onnx.passes.gemm_to_matmul import GemmToMatMulPass
 from adpq_onnx.passes.quantize_weights import QuantizeWeightsPass
 from adpq_onnx.passes.replace_matmul import ReplaceMatMulWithAdpQPass
+from adpq_onnx.passes.replace_matmul_nbits import ReplaceMatMulWithMatMulNBitsPass
 from adpq_onnx.passes.select_matmuls import SelectMatMulsPass
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "QuantPlan",
     "QuantizeWeightsPass",
     "ReplaceMatMulWithAdpQPass",
+    "ReplaceMatMulWithMatMulNBitsPass",
     "SelectMatMulsPass",
     "WeightPlan",
 ]

@@ -142,3 +142,21 @@ def add_transposed(graph: ir.Graph, init: ir.Value, names: NameScope) -> ir.Valu
 
 def in_main_graph(node: ir.Node, model: ir.Model) -> bool:
     return node.graph is model.graph
+
+
+def bias_add(node: ir.Node, n: int) -> tuple[ir.Node | None, ir.Value | None]:
+    """(Add, bias) when the MatMul's output only feeds ``Add(Y, bias[N])``, else (None, None)."""
+    y = node.outputs[0]
+    uses = list(y.uses())
+    if y.is_graph_output() or len(uses) != 1:
+        return None, None
+    add = uses[0].node
+    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
+        return None, None
+    bias = constant(add.inputs[1 - uses[0].idx])
+    t = activation_dtype(node)
+    if bias is None or t is None or bias.dtype != t:
+        return None, None
+    if bias.shape is None or bias.shape.dims != (n,):
+        return None, None
+    return add, bias

@@ -12,7 +12,6 @@ import dataclasses
 
 import onnx_ir as ir
 
-from adpq_onnx.formats.packed import PackedWeight
 from adpq_onnx.report import LayerReport, SkippedNode
 
 
@@ -23,14 +22,15 @@ class WeightPlan:
     Attributes:
         weight: The 2-D float initializer.
         nodes: MatMuls reading it as input B (directly or through a Cast to float).
-        packed: Its packed form, once `QuantizeWeightsPass` ran.
-        inputs: The packed initializers, in the op's input order (`codes` .. `outlier_scale`).
+        attrs: The new node's attributes K, N, bits, block_size, once `QuantizeWeightsPass` ran.
+        inputs: The packed initializers, in the op's input order (``codes`` .. ``outlier_scale``
+            for AdpQMatMul, ``B``, ``scales``, ``zero_points`` for MatMulNBits).
         layer: Its report line.
     """
 
     weight: ir.Value
     nodes: list[ir.Node]
-    packed: PackedWeight | None = None
+    attrs: dict[str, int] = dataclasses.field(default_factory=dict)
     inputs: dict[str, ir.Value] = dataclasses.field(default_factory=dict)
     layer: LayerReport | None = None
 
@@ -51,6 +51,7 @@ class QuantPlan:
 
     def __init__(self) -> None:
         self.weights: dict[str, WeightPlan] = {}
+        self.rejected: list[str] = []  # weights whose data cannot be quantized (NaN / Inf)
         self._skips: list[_Skip] = []
 
     @property

@@ -29,7 +29,7 @@ class ReplaceMatMulWithAdpQPass(ir.passes.InPlacePass):
 
     def requires(self, model: ir.Model) -> None:
         for entry in self.plan.weights.values():
-            if entry.packed is None or not entry.inputs:
+            if not entry.attrs or set(entry.inputs) - set(spec.INPUTS):
                 raise ir.passes.PreconditionError(f"weight '{entry.name}' was not quantized")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -47,36 +47,15 @@ class ReplaceMatMulWithAdpQPass(ir.passes.InPlacePass):
         _contracts.check_domain_imported(model)
 
     def _replace(self, graph: ir.Graph, node: ir.Node, entry: WeightPlan) -> None:
-        packed = entry.packed
-        assert packed is not None
         a = node.inputs[0]
-        add, bias = _bias_add(node, packed.n)
+        add, bias = _match.bias_add(node, entry.attrs["N"])
         inputs: list[ir.Value | None] = [a, *(entry.inputs[k] for k in spec.PACKED_INPUTS)]
         if bias is not None or "outlier_scale" in entry.inputs:
             inputs.append(bias)  # optional: an empty slot when only outlier_scale follows
         if "outlier_scale" in entry.inputs:
             inputs.append(entry.inputs["outlier_scale"])
-        attrs = {"K": packed.k, "N": packed.n, "bits": packed.bits, "block_size": packed.group_size}
-        new = ir.node(spec.OP_TYPE, inputs, attrs, domain=spec.DOMAIN, name=node.name)
+        new = ir.node(spec.OP_TYPE, inputs, entry.attrs, domain=spec.DOMAIN, name=node.name)
         old_nodes = [node] if add is None else [node, add]
         ir.convenience.replace_nodes_and_values(
             graph, node, old_nodes, [new], old_nodes[-1].outputs, new.outputs
         )
-
-
-def _bias_add(node: ir.Node, n: int) -> tuple[ir.Node | None, ir.Value | None]:
-    """(Add, bias) when the MatMul's output only feeds ``Add(Y, bias[N])``, else (None, None)."""
-    y = node.outputs[0]
-    uses = list(y.uses())
-    if y.is_graph_output() or len(uses) != 1:
-        return None, None
-    add = uses[0].node
-    if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
-        return None, None
-    bias = _match.constant(add.inputs[1 - uses[0].idx])
-    t = _match.activation_dtype(node)
-    if bias is None or t is None or bias.dtype != t:
-        return None, None
-    if bias.shape is None or bias.shape.dims != (n,):
-        return None, None
-    return add, bias

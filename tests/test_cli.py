@@ -40,7 +40,8 @@ def _write_model(path: Path) -> Path:
         [helper.make_tensor_value_info("y", FLOAT, [1, 16])],
         [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")],
     )
-    onnx.save(helper.make_model(graph, ir_version=10), path)
+    opsets = [helper.make_opsetid("", 17)]
+    onnx.save(helper.make_model(graph, ir_version=10, opset_imports=opsets), path)
     return path
 
 
@@ -122,7 +123,11 @@ def test_options_reach_the_config(tmp_path, model_path, capsys) -> None:
         (["--outlier-ratio", "0.7"], "outlier_ratio=0.7"),
         (["--lasso-scope", "column"], "lasso_scope='column'"),
         (["--include", "("], "include="),
-        (["--target", "matmulnbits"], "not implemented yet"),
+        (["--target", "matmulnbits", "--bits", "3"], "supports bits 2, 4 and 8"),
+        (["--target", "matmulnbits", "--group-size", "96"], "power-of-2 group_size"),
+        (["--rule", "down:bits=5"], "bits=5 (rule 'down')"),
+        (["--rule", "nonsense"], "expected REGEX:key=value"),
+        (["--jobs", "0"], "--jobs=0"),
     ],
 )
 def test_bad_options_exit_2(tmp_path, model_path, capsys, args, message) -> None:
@@ -198,3 +203,14 @@ def test_python_dash_m(tmp_path, model_path) -> None:
     )
     assert bad.returncode == 2 and "bits=5" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "b.onnx").exists()
+
+
+def test_rules_progress_plots_and_verify(tmp_path, model_path, capsys) -> None:
+    out, plots = tmp_path / "q.onnx", tmp_path / "plots"
+    argv = ["optimize", str(model_path), "-o", str(out), "--group-size", "32"]
+    argv += ["--rule", "W2:bits=8", "--plots", str(plots), "--no-progress"]
+    assert cli.main([*argv, "--target", "matmulnbits", "--verify", "-j", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "8/32" in printed and "4/32" in printed
+    assert "verify: ONNX checker passed" in printed and "y: relative error" in printed
+    assert (plots / "errors.png").stat().st_size > 0 and (plots / "hist_W1.png").exists()

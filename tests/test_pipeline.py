@@ -237,9 +237,52 @@ def test_excluding_everything_is_a_user_error(float_model) -> None:
         pipeline.optimize(float_model, AdpQConfig(exclude="."))
 
 
-def test_matmulnbits_not_implemented(float_model) -> None:
-    with pytest.raises(UserError, match="matmulnbits is not implemented yet"):
-        pipeline.optimize(float_model, AdpQConfig(target="matmulnbits"))
+# Output error of MatMulNBits at 4 bits with a plain min-max grid (outlier_ratio 0); folding
+# AdpQ's outliers into the inlier grid clamps them, which these ×20 outliers make expensive.
+MAX_REL_ERROR_NBITS_4BIT = 0.2
+MAX_REL_ERROR_NBITS_FOLDED = 1.0
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.005])
+def test_matmulnbits_target_runs_on_stock_ort(float_model, x, ratio) -> None:
+    import onnxruntime as ort
+
+    report = Report()
+    config = AdpQConfig(target="matmulnbits", outlier_ratio=ratio)
+    model = pipeline.optimize(float_model, config, report=report)
+    limit = MAX_REL_ERROR_NBITS_FOLDED if ratio else MAX_REL_ERROR_NBITS_4BIT
+    onnx.checker.check_model(model)
+    assert sorted(n.op_type for n in model.graph.node) == ["MatMulNBits"] * 5 + ["Relu"]
+    assert not any(op.domain == spec.DOMAIN for op in model.opset_import)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(OUTPUTS, {"x": x})
+    for g, ref in zip(got, _outputs(float_model, x), strict=True):
+        assert np.linalg.norm(g - ref) / np.linalg.norm(ref) < limit
+    for layer in report.layers:  # folding outliers costs weight error, never gains
+        assert layer.weight_rel_error >= layer.adpq_rel_error * (1 - 1e-6)
+        assert layer.bits_per_weight == pytest.approx(layer.packed_bytes * 8 / (layer.K * layer.N))
+
+
+def test_rules_set_bits_per_layer(float_model) -> None:
+    from adpq_onnx.config import Rule
+
+    report = Report()
+    rules = (Rule("W1", bits=8, group_size=64), Rule("mm_shared", bits=2))
+    pipeline.optimize(float_model, AdpQConfig(bits=4, rules=rules), report=report)
+    got = {layer.name: (layer.bits, layer.group_size) for layer in report.layers}
+    assert got == {"W1": (8, 64), "Ws": (2, 128), "W2.T": (4, 128), "W3.T": (4, 128)}
+
+
+def test_jobs_give_the_same_model(tmp_path, float_model) -> None:
+    src = tmp_path / "m.onnx"
+    onnx.save(float_model, src)
+    one = pipeline.optimize_file(src, tmp_path / "a.onnx", AdpQConfig(), jobs=1)
+    two = pipeline.optimize_file(src, tmp_path / "b.onnx", AdpQConfig(), jobs=2)
+    assert [la.weight_rel_error for la in one.layers] == [lb.weight_rel_error for lb in two.layers]
+    a, b = onnx.load(tmp_path / "a.onnx"), onnx.load(tmp_path / "b.onnx")
+    assert {t.name: t.raw_data for t in a.graph.initializer} == {
+        t.name: t.raw_data for t in b.graph.initializer
+    }
 
 
 def test_output_never_overwrites_input(tmp_path, float_model) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import sys
 import typing
 from pathlib import Path
 
 from adpq_onnx import config as _config
 from adpq_onnx.config import AdpQConfig
+from adpq_onnx.errors import UserError
 
 
 def _choices(literal: object) -> str:
@@ -57,7 +59,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         default=None,
         help="store tensors in OUT.onnx.data (default: only above 1.8 GB)",
     )
+    p.add_argument(
+        "--rule",
+        action="append",
+        dest="rules",
+        metavar="REGEX:key=value,...",
+        help="per-layer bits/group_size/outlier_ratio for weights matching REGEX (first wins; "
+        "repeatable), e.g. 'down_proj:bits=8,group_size=64'",
+    )
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="quantize in N processes")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
     p.add_argument("--report", metavar="REPORT.json", help="write the per-layer report")
+    p.add_argument("--plots", metavar="DIR", help="write PNG plots (histograms, error per layer)")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the result with the ONNX checker and ORT and compare its outputs with the "
+        "input model's on random inputs",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,6 +92,8 @@ def config_from_args(args: argparse.Namespace) -> AdpQConfig:
         for f in dataclasses.fields(AdpQConfig)
         if getattr(args, f.name, None) is not None
     }
+    if "rules" in given:
+        given["rules"] = tuple(_config.Rule.parse(text) for text in given["rules"])
     return AdpQConfig(**given)
 
 
@@ -83,10 +109,28 @@ def run(args: argparse.Namespace) -> int:
         # onnx_ir reports each cleanup step at INFO; the summary below says what matters.
         logging.getLogger("onnx_ir").setLevel(logging.WARNING)
     config = config_from_args(args)
+    if args.jobs < 1:
+        raise UserError(f"--jobs={args.jobs} must be at least 1")
     out = Path(args.output) if args.output else default_output(args.input)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     report = optimize_file(
-        args.input, out, config, report_path=args.report, external_data=args.external_data
+        args.input,
+        out,
+        config,
+        report_path=args.report,
+        external_data=args.external_data,
+        jobs=args.jobs,
+        progress=progress,
     )
     print(report.summary())
     print(f"wrote {out}")
+    if args.plots:
+        from adpq_onnx.plots import write_plots
+
+        for path in write_plots(report, args.plots):
+            print(f"wrote {path}")
+    if args.verify:
+        from adpq_onnx.pipeline import verify
+
+        print(verify(args.input, out, config).summary())
     return 0

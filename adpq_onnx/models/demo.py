@@ -83,7 +83,9 @@ def run_demo(
         result["export_seconds"] = exported.load_seconds + exported.export_seconds
     else:
         say(f"reusing {float_path} (pass --reexport to export again)")
-    config = AdpQConfig(bits=bits, **({} if group_size is None else {"group_size": group_size}))
+    config = AdpQConfig(bits=bits)
+    if group_size is not None:
+        config = config.replace(group_size=group_size)
     say(f"quantizing with AdpQ, {bits} bits, groups of {config.group_size} ...")
     start = time.perf_counter()
     report = optimize_file(

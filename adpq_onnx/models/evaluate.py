@@ -110,13 +110,14 @@ def perplexity(
         reference_seconds_per_window.
     """
     begin = time.perf_counter()
-    tok = load_tokenizer(model_path, tokenizer)
-    ids = np.asarray(tok(normalise_text(text), verbose=False).input_ids, dtype=np.int64)
-    spans = window_spans(len(ids), ctx, stride, windows)
+    # Models first: a wrong path is then reported as such, not as a missing tokenizer.
     model = _Scorer(model_path)
     ref = _Scorer(reference) if reference is not None else None
     if ref is not None:
         _check_same_vocab(model.info, ref.info, model_path, reference)
+    tok = load_tokenizer(model_path, tokenizer)
+    ids = np.asarray(tok(normalise_text(text), verbose=False).input_ids, dtype=np.int64)
+    spans = window_spans(len(ids), ctx, stride, windows)
     nll = ref_nll = kl = 0.0
     scored = 0
     for start, end, first in spans:

@@ -225,7 +225,9 @@ def _trace(model: Any, opset: int) -> Any:
                 verbose=False,
             )
     except torch.onnx.errors.OnnxExporterError as exc:
-        raise UserError(f"torch.onnx.export failed for {config.model_type}: {exc}") from None
+        # The exporter's message runs to pages (a full report); its head names the failure.
+        head = " / ".join(str(exc).strip().splitlines()[:3])
+        raise UserError(f"torch.onnx.export failed for {config.model_type}: {head}") from None
 
 
 @contextlib.contextmanager

@@ -52,6 +52,7 @@ def generate(
         chat: Wrap the prompt as one user turn with the tokenizer's chat template, for
             instruction-tuned models (SmolLM2-Instruct); ignored when it has none.
     """
+    session, info = open_model(model_path)
     tok = load_tokenizer(model_path, tokenizer)
     if chat and tok.chat_template:
         turn = [{"role": "user", "content": prompt}]
@@ -59,7 +60,6 @@ def generate(
         ids = tok(text, add_special_tokens=False).input_ids
     else:
         ids = tok(prompt).input_ids
-    session, info = open_model(model_path)
     eos = info.token_id("eos_token_id")
     new = greedy_tokens(
         session, info, ids, max_new_tokens, tok.eos_token_id if eos is None else eos

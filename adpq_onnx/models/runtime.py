@@ -155,11 +155,11 @@ class ModelInfo:
         """Session inputs for `input_ids` [batch, seq] after the cache `past` (None: empty).
 
         `past` is the list of present.* outputs of the previous call, in output order
-        (key, value per layer), which is how `Decoder` hands them on.
+        (key, value per layer), as `generate.greedy_tokens` hands them on.
         """
         batch, seq = input_ids.shape
         if past is None:
-            empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), self.cache_dtype)
+            empty: np.ndarray = np.zeros((batch, self.kv_heads, 0, self.head_dim), self.cache_dtype)
             past = [empty] * (2 * self.num_layers)
         total = past[0].shape[2] + seq
         feeds = {

@@ -62,10 +62,17 @@ def repo_root() -> Path:
 
 
 def shared_data_dir() -> Path | None:
-    """`$ADPQ_SHARED_DATA`, else `../shared/data` beside the repository; None if absent."""
+    """`$ADPQ_SHARED_DATA`, else `../shared/data` beside the package's or the current
+    checkout; None if absent."""
     env = os.environ.get("ADPQ_SHARED_DATA")
-    candidate = Path(env) if env else repo_root().parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    # A regular install lives in site-packages, so also look beside the current checkout.
+    for root in (repo_root(), Path.cwd()):
+        candidate = root.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def shared_file(name: str) -> Path | None:

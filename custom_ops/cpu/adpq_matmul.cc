@@ -38,14 +38,29 @@ const float* PaddedFloatA(const MatMulArgs& args, int64_t k, std::vector<float>&
   for (int64_t i = 0; i < args.m; ++i) {
     float* dst = buffer.data() + i * kpad;
     if (is_half) {
-      const Half* src = static_cast<const Half*>(args.a) + i * k;
-      for (int64_t j = 0; j < k; ++j) dst[j] = HalfToFloat(src[j]);
+      HalfToFloatN(static_cast<const Half*>(args.a) + i * k, dst, k);
     } else {
       const float* src = static_cast<const float*>(args.a) + i * k;
       std::copy(src, src + k, dst);
     }
   }
   return buffer.data();
+}
+
+// accuracy_level as in ORT's MatMulNBits: 0 (unset), 1 float32, 2 float16, 3 bfloat16 (all
+// computed in float32 here), 4 int8 activations.
+constexpr int64_t kAccuracyInt8 = 4;
+
+int64_t AccuracyLevel(const OrtApi& api, const OrtKernelInfo* info) {
+  int64_t level = 0;
+  if (OrtStatus* st = api.KernelInfoGetAttribute_int64(info, "accuracy_level", &level)) {
+    api.ReleaseStatus(st);  // absent: the default
+    return 0;
+  }
+  if (level < 0 || level > kAccuracyInt8) {
+    Fail("attribute accuracy_level=", level, " must be in [0, 4] (4: int8 activations)");
+  }
+  return level;
 }
 
 }  // namespace
@@ -63,20 +78,25 @@ void AdpQMatMulKernel::Compute(OrtKernelContext* context) {
   std::vector<float> a_buffer;
   const float* a = PaddedFloatA(args, attrs_.k, a_buffer);
   const OrtRunner runner(ctx);
+  GemmOptions options;
+  options.int8_activations = int8_activations_;
   if (args.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
     DequantGemm(args.b, a, args.m, static_cast<const float*>(args.bias),
-                y_value.GetTensorMutableData<float>(), runner);
+                y_value.GetTensorMutableData<float>(), runner, options);
   } else {
     auto* y = static_cast<Half*>(y_value.GetTensorMutableRawData());
-    DequantGemm(args.b, a, args.m, static_cast<const Half*>(args.bias), y, runner);
+    DequantGemm(args.b, a, args.m, static_cast<const Half*>(args.bias), y, runner, options);
   }
 }
 
 OrtStatusPtr AdpQMatMulOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info,
                                           void** kernel) const {
   *kernel = nullptr;
-  return StatusFromExceptions(
-      api, [&] { *kernel = new AdpQMatMulKernel(MatMulAttrs::FromKernelInfo(api, info)); });
+  return StatusFromExceptions(api, [&] {
+    const MatMulAttrs attrs = MatMulAttrs::FromKernelInfo(api, info);
+    const int64_t level = AccuracyLevel(api, info);
+    *kernel = new AdpQMatMulKernel(attrs, level == kAccuracyInt8);
+  });
 }
 
 const char* AdpQMatMulOp::GetName() const { return kAdpqMatMulName; }

@@ -10,6 +10,10 @@
 // registered 4 times under one name, one per (bias type, outlier_val type): ORT merges them
 // into one schema. bias and outlier_scale are optional inputs. All 4 share one kernel, which
 // checks every type itself.
+//
+// Optional attribute accuracy_level (int, default 0), as in ORT's MatMulNBits: 4 quantizes A to
+// int8 per group of B on the fly (faster, slightly less accurate: cpu/kernels.h); 0-3 compute
+// in float32.
 #pragma once
 
 #include <onnxruntime_cxx_api.h>
@@ -20,12 +24,14 @@ namespace adpq::cpu {
 
 class AdpQMatMulKernel {
  public:
-  explicit AdpQMatMulKernel(const MatMulAttrs& attrs) : attrs_(attrs) {}
+  AdpQMatMulKernel(const MatMulAttrs& attrs, bool int8_activations)
+      : attrs_(attrs), int8_activations_(int8_activations) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
   void Compute(OrtKernelContext* context);
   MatMulAttrs attrs_;
+  bool int8_activations_;  // attribute accuracy_level = 4
 };
 
 struct AdpQMatMulOp : Ort::CustomOpBase<AdpQMatMulOp, AdpQMatMulKernel, /*WithStatus=*/true> {

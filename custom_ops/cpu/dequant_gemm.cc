@@ -2,166 +2,231 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "adpq/dequant_ref.h"
 #include "adpq/format.h"
+#include "cpu/kernels.h"
 
 namespace adpq::cpu {
 namespace {
 
-constexpr int kRows = 4;   // rows of B^T per micro-kernel call (outputs per load of A)
-constexpr int kLanes = 8;  // independent partial sums per row: the compiler maps them to SIMD
-
-static_assert(kBlock % kLanes == 0, "padded rows must hold whole lane groups");
-
-using DequantRowFn = void (*)(const uint8_t*, const Half*, const uint8_t*, int64_t, int64_t,
-                              float*);
-
-DequantRowFn DequantRowFor(int bits) {
-  switch (bits) {
-    case 2: return &DequantRowRef<2>;
-    case 3: return &DequantRowRef<3>;
-    case 4: return &DequantRowRef<4>;
-    default: return &DequantRowRef<8>;
-  }
-}
-
-// out[r] = dot(a, w + r * ld) over len floats (a multiple of kLanes), for r < R. The lane
-// accumulators make the reduction order explicit, so the compiler may vectorize it without
-// -ffast-math.
-template <int R>
-inline void DotRows(const float* a, const float* w, int64_t ld, int64_t len, float* out) {
-  float acc[R][kLanes] = {};
-  for (int64_t k = 0; k < len; k += kLanes) {
-    for (int r = 0; r < R; ++r) {
-      const float* wr = w + r * ld + k;
-      for (int l = 0; l < kLanes; ++l) acc[r][l] += a[k + l] * wr[l];
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    float s = 0.0f;
-    for (int l = 0; l < kLanes; ++l) s += acc[r][l];
-    out[r] = s;
-  }
-}
+// Rows of A from which the outliers use a transposed copy of A (a vector loop over m).
+constexpr int64_t kTransposeM = 8;
+// Multiply-adds a task aims for: about 10-50 us in int8 mode, a little more in float.
+constexpr int64_t kTaskMacs = int64_t{1} << 20;
+constexpr int64_t kMinTasks = 8;
 
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(Half v) { return HalfToFloat(v); }
-inline void Store(float v, float* y) { *y = v; }
-inline void Store(float v, Half* y) { *y = FloatToHalf(v); }
 
-// Bytes of dequantized rows a task aims for: one pass over A per tile, so bigger tiles when A
-// has many rows (prefill), small ones (more tasks) for a single row (decode).
-int64_t TileRows(int64_t m, int64_t n, int64_t kpad) {
-  const int64_t target_bytes = m <= 4 ? (64 << 10) : (512 << 10);
-  int64_t rows = target_bytes / (kpad * static_cast<int64_t>(sizeof(float)));
-  rows = std::clamp<int64_t>(rows / kRows * kRows, kRows, 256);
-  return std::min(rows, n);
+// A in int8 per group of B: xscale = max |x| / 127, xq = round(x / xscale) (half away from
+// zero), xu = xq + 128, xsum = xscale * sum xq.
+struct QuantizedA {
+  std::vector<int8_t> xq;
+  std::vector<uint8_t> xu;
+  std::vector<float> xscale;
+  std::vector<float> xsum;
+};
+
+void QuantizeA(const float* x, int64_t m, int64_t kpad, int64_t group_size, int64_t ng,
+               QuantizedA& out) {
+  out.xq.resize(static_cast<size_t>(m * kpad));
+  out.xu.resize(static_cast<size_t>(m * kpad));
+  out.xscale.resize(static_cast<size_t>(m * ng));
+  out.xsum.resize(static_cast<size_t>(m * ng));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t g = 0; g < ng; ++g) {
+      const int64_t begin = g * group_size;
+      const int64_t len = std::min(group_size, kpad - begin);
+      const float* xg = x + i * kpad + begin;
+      int8_t* qg = out.xq.data() + i * kpad + begin;
+      uint8_t* ug = out.xu.data() + i * kpad + begin;
+      float amax = 0.0f;
+      for (int64_t k = 0; k < len; ++k) amax = std::max(amax, std::fabs(xg[k]));
+      const float scale = amax / 127.0f;
+      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+      int32_t sum = 0;
+      for (int64_t k = 0; k < len; ++k) {
+        float v = std::min(std::max(xg[k] * inv, -127.0f), 127.0f);
+        v += v >= 0.0f ? 0.5f : -0.5f;
+        const int32_t q = static_cast<int32_t>(v);  // truncation: rounds half away from zero
+        qg[k] = static_cast<int8_t>(q);
+        ug[k] = static_cast<uint8_t>(q + 128);
+        sum += q;
+      }
+      out.xscale[i * ng + g] = scale;
+      out.xsum[i * ng + g] = scale * static_cast<float>(sum);
+    }
+  }
 }
 
 template <typename T>
 struct Job {
   const PackedB* b;
-  const float* a;
-  int64_t m;
-  int64_t kpad;
+  Activations act;
+  const float* xt;  // A transposed [kpad, m] for the outliers, or null
+  DenseFn dense;
+  Isa isa;
   int64_t tile_rows;
   const T* bias;
   T* y;
-  DequantRowFn dequant;
   std::atomic<bool> out_of_memory{false};
 };
 
-// Rows [n0, n0 + rows) of B^T as float [rows, kpad], outliers added.
-void DequantTile(const PackedB& b, DequantRowFn dequant, int64_t n0, int64_t rows, int64_t kpad,
-                 float* w) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t n = n0 + r;
-    float* row = w + r * kpad;
-    dequant(b.codes + n * b.row_bytes, b.scales + n * b.n_groups, b.zeros + n * b.n_groups, b.k,
-            b.group_size, row);
-    const int64_t begin = b.outlier_ptr[n];
-    const int64_t end = b.outlier_ptr[n + 1];
-    if (b.outlier_int8) {
-      const float row_scale = HalfToFloat(b.outlier_scale[n]);
-      AddOutliersRef(b.outlier_idx, static_cast<const int8_t*>(b.outlier_val), begin, end,
-                     row_scale, row);
-    } else {
-      AddOutliersRef(b.outlier_idx, static_cast<const Half*>(b.outlier_val), begin, end, 1.0f, row);
-    }
-  }
-}
-
-// This thread's scratch of at least `size` floats, kept between runs (ORT's pool threads live
-// as long as the session; at most about 1 MB each), or null when memory is short.
-float* ThreadScratch(size_t size) noexcept {
-  thread_local std::vector<float> scratch;
+// This thread's scratch of at least `bytes`, kept between runs (ORT's pool threads live as
+// long as the session), or null when memory is short.
+void* ThreadScratch(size_t bytes) noexcept {
+  thread_local std::vector<uint64_t> scratch;
   try {
-    if (scratch.size() < size) scratch.resize(size);
+    const size_t words = (bytes + 7) / 8 + 8;
+    if (scratch.size() < words) scratch.resize(words);
   } catch (const std::bad_alloc&) {
     return nullptr;
   }
   return scratch.data();
 }
 
+template <typename V>
+void AddRowOutliers(const PackedB& b, const Activations& a, const float* xt, int64_t n,
+                    const V* val, float row_scale, float* y, int64_t ldy, float* tmp) {
+  const int64_t begin = b.outlier_ptr[n];
+  const int64_t end = b.outlier_ptr[n + 1];
+  if (begin == end) return;
+  if (xt == nullptr) {
+    for (int64_t i = 0; i < a.m; ++i) {
+      const float* x = a.x + i * a.kpad;
+      float s = 0.0f;
+      for (int64_t j = begin; j < end; ++j) s += x[b.outlier_idx[j]] * OutlierValue(val[j], row_scale);
+      y[i * ldy] += s;
+    }
+    return;
+  }
+  std::fill(tmp, tmp + a.m, 0.0f);
+  for (int64_t j = begin; j < end; ++j) {
+    const float v = OutlierValue(val[j], row_scale);
+    const float* xc = xt + static_cast<int64_t>(b.outlier_idx[j]) * a.m;
+    for (int64_t i = 0; i < a.m; ++i) tmp[i] += v * xc[i];
+  }
+  for (int64_t i = 0; i < a.m; ++i) y[i * ldy] += tmp[i];
+}
+
 template <typename T>
 void RunTile(void* data, size_t tile) {
   auto& job = *static_cast<Job<T>*>(data);
   const PackedB& b = *job.b;
+  const Activations& a = job.act;
   const int64_t n0 = static_cast<int64_t>(tile) * job.tile_rows;
   const int64_t rows = std::min(job.tile_rows, b.n - n0);
-  float* w = ThreadScratch(static_cast<size_t>(rows * job.kpad));
-  if (w == nullptr) {
+  constexpr bool kFloatY = std::is_same_v<T, float>;
+  const size_t kernel_bytes = (ScratchBytes(job.isa, b, a.m, rows) + 63) / 64 * 64;
+  const size_t y_bytes = kFloatY ? 0 : static_cast<size_t>(a.m * rows) * sizeof(float);
+  auto* scratch =
+      static_cast<uint8_t*>(ThreadScratch(kernel_bytes + y_bytes + a.m * sizeof(float)));
+  if (scratch == nullptr) {
     job.out_of_memory = true;  // an exception must not unwind into ORT's thread pool
     return;
   }
-  DequantTile(b, job.dequant, n0, rows, job.kpad, w);
+  float* y;
+  int64_t ldy;
+  if constexpr (kFloatY) {
+    y = job.y + n0;
+    ldy = b.n;
+  } else {
+    y = reinterpret_cast<float*>(scratch + kernel_bytes);
+    ldy = rows;
+  }
+  float* tmp = reinterpret_cast<float*>(scratch + kernel_bytes + y_bytes);
+  job.dense(b, a, n0, n0 + rows, y, ldy, scratch);
 
-  float out[kRows];
-  for (int64_t i = 0; i < job.m; ++i) {
-    const float* ai = job.a + i * job.kpad;
-    T* yi = job.y + i * b.n + n0;
-    int64_t r = 0;
-    for (; r + kRows <= rows; r += kRows) {
-      DotRows<kRows>(ai, w + r * job.kpad, job.kpad, job.kpad, out);
-      for (int j = 0; j < kRows; ++j) {
-        const float bias = job.bias ? ToFloat(job.bias[n0 + r + j]) : 0.0f;
-        Store(out[j] + bias, yi + r + j);
-      }
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = n0 + r;
+    if (b.outlier_int8) {
+      AddRowOutliers(b, a, job.xt, n, static_cast<const int8_t*>(b.outlier_val),
+                     HalfToFloat(b.outlier_scale[n]), y + r, ldy, tmp);
+    } else {
+      AddRowOutliers(b, a, job.xt, n, static_cast<const Half*>(b.outlier_val), 1.0f, y + r, ldy,
+                     tmp);
     }
-    for (; r < rows; ++r) {
-      DotRows<1>(ai, w + r * job.kpad, job.kpad, job.kpad, out);
-      const float bias = job.bias ? ToFloat(job.bias[n0 + r]) : 0.0f;
-      Store(out[0] + bias, yi + r);
+  }
+  if (kFloatY && job.bias == nullptr) return;
+  for (int64_t i = 0; i < a.m; ++i) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float v = y[i * ldy + r] + (job.bias ? ToFloat(job.bias[n0 + r]) : 0.0f);
+      if constexpr (kFloatY) {
+        y[i * ldy + r] = v;
+      } else {
+        job.y[i * b.n + n0 + r] = FloatToHalf(v);
+      }
     }
   }
 }
 
+// Rows of B per task: about kTaskMacs of work, a multiple of 4 (the register tiles), and at
+// least kMinTasks tasks when N allows.
+int64_t TileRows(int64_t m, int64_t n, int64_t kpad) {
+  int64_t rows = kTaskMacs / std::max<int64_t>(1, kpad * m);
+  rows = std::min(rows, (n + kMinTasks - 1) / kMinTasks);
+  rows = std::clamp<int64_t>((rows + 3) / 4 * 4, 8, 512);
+  return std::min(rows, n);
+}
+
 }  // namespace
+
+void HalfToFloatN(const Half* src, float* dst, int64_t n) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (IsaSupported(Isa::kAvx2)) {
+    HalfToFloatAvx2(src, dst, n);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) dst[i] = HalfToFloat(src[i]);
+}
 
 template <typename T>
 void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* y,
-                 const ParallelRunner& runner) {
+                 const ParallelRunner& runner, const GemmOptions& options) {
   if (m == 0) return;
   Job<T> job;
   job.b = &b;
-  job.a = a;
-  job.m = m;
-  job.kpad = PaddedK(b.k);
-  job.tile_rows = TileRows(m, b.n, job.kpad);
+  job.isa = SelectIsa();
+  job.dense = DenseFor(job.isa);
+  Activations& act = job.act;
+  act.m = m;
+  act.kpad = PaddedK(b.k);
+  act.n_groups = b.n_groups;
+  act.x = a;
+  act.int8 = options.int8_activations && b.bits <= 4;
+  QuantizedA qa;
+  if (act.int8) {
+    QuantizeA(a, m, act.kpad, b.group_size, b.n_groups, qa);
+    act.xq = qa.xq.data();
+    act.xu = qa.xu.data();
+    act.xscale = qa.xscale.data();
+    act.xsum = qa.xsum.data();
+  }
+  std::vector<float> xt;
+  job.xt = nullptr;
+  if (m >= kTransposeM && b.nnz > 0) {
+    xt.resize(static_cast<size_t>(act.kpad * m));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t k = 0; k < act.kpad; ++k) xt[k * m + i] = a[i * act.kpad + k];
+    job.xt = xt.data();
+  }
+  job.tile_rows = TileRows(m, b.n, act.kpad);
   job.bias = bias;
   job.y = y;
-  job.dequant = DequantRowFor(b.bits);
   const int64_t tiles = (b.n + job.tile_rows - 1) / job.tile_rows;
   runner.Run(static_cast<size_t>(tiles), &RunTile<T>, &job);
   if (job.out_of_memory) throw std::bad_alloc();
 }
 
 template void DequantGemm<float>(const PackedB&, const float*, int64_t, const float*, float*,
-                                 const ParallelRunner&);
+                                 const ParallelRunner&, const GemmOptions&);
 template void DequantGemm<Half>(const PackedB&, const float*, int64_t, const Half*, Half*,
-                                const ParallelRunner&);
+                                const ParallelRunner&, const GemmOptions&);
 
 }  // namespace adpq::cpu

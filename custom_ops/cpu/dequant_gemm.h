@@ -1,14 +1,14 @@
 // Y = A · B (+ bias) for a packed B, on the CPU.
 //
-// Work is split over tiles of output channels n (rows of the stored B^T). A task dequantizes
-// its tile of rows into a per-thread float scratch (codes -> (code - zero) * scale, then the
-// rows' outliers are added), and dots it with every row of A, 4 rows of B at a time so that
-// each load of A feeds 4 outputs. Everything accumulates in float32. Rows are padded to a
-// multiple of 32 with zeros in both A and the scratch, so the dot products have no tail.
-//
-// The dequantization is the scalar reference of include/adpq/dequant_ref.h compiled with the
-// code width as a constant; a SIMD fast path can replace DequantRowFor() without touching the
-// rest.
+// The work is split over tiles of output channels n (rows of the stored B^T) and run on the
+// session's intra-op threads. Per call, A is prepared once (float32, zero-padded to a multiple
+// of 32; in int8 mode also quantized per group of B, see kernels.h). Per tile:
+//   1. the dense part, by the variant that kernels.h's SelectIsa() picks (SIMD kernels that
+//      unpack the codes in registers, or the scalar reference);
+//   2. the tile's outliers, sparsely: y[m, n] += sum over row n's outliers of x[m, idx] * val
+//      (with A transposed once per call when it has many rows, so that this is a vector
+//      loop over m);
+//   3. bias, and the store (float16 Y goes through a float tile).
 #pragma once
 
 #include <cstddef>
@@ -26,6 +26,12 @@ class ParallelRunner {
   virtual void Run(size_t total, void (*fn)(void*, size_t), void* data) const = 0;
 };
 
+struct GemmOptions {
+  // Quantize A to int8 per group (accuracy_level 4). Only for 2-, 3- and 4-bit codes; 8-bit
+  // codes always run in float.
+  bool int8_activations = false;
+};
+
 // Y[m, n] = sum_k A[m, k] * B[k, n] (+ bias[n]).
 //   a:    float [m, PaddedK(b.k)], zero past K
 //   bias: T [b.n] or null
@@ -33,6 +39,9 @@ class ParallelRunner {
 // T is float or Half (float16 bits); throws std::bad_alloc if a task could not get scratch.
 template <typename T>
 void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* y,
-                 const ParallelRunner& runner);
+                 const ParallelRunner& runner, const GemmOptions& options = {});
+
+// float16 -> float32, with F16C when the CPU has it.
+void HalfToFloatN(const Half* src, float* dst, int64_t n);
 
 }  // namespace adpq::cpu

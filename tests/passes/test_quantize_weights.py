@@ -10,7 +10,8 @@ from onnx import helper
 
 from adpq_onnx import formats
 from adpq_onnx.config import AdpQConfig
-from adpq_onnx.ops import spec
+from adpq_onnx.formats.packed import PackedWeight
+from adpq_onnx.ops import reference, spec
 
 if importlib.util.find_spec("adpq_onnx.passes") is None:
     pytest.skip(
@@ -21,6 +22,17 @@ if importlib.util.find_spec("adpq_onnx.passes") is None:
 from adpq_onnx.passes import QuantizeWeightsPass, QuantPlan, SelectMatMulsPass
 
 FLOAT = 1
+
+
+def _packed(entry):
+    """The PackedWeight behind a quantized plan entry (its initializers and attributes)."""
+    arrays = {k: v.const_value.numpy() for k, v in entry.inputs.items()}
+    a = entry.attrs
+    return PackedWeight(k=a["K"], n=a["N"], bits=a["bits"], group_size=a["block_size"], **arrays)
+
+
+def _dequant(entry):
+    return reference.dequantize_b(_packed(entry))
 
 
 def _quantize(model, config=None):
@@ -37,12 +49,12 @@ def test_adds_packed_initializers_in_op_order(matmul_model) -> None:
     entry = plan.weights["W"]
     assert list(entry.inputs) == list(spec.PACKED_INPUTS)
     assert [v.name for v in entry.inputs.values()] == [f"W.adpq.{k}" for k in spec.PACKED_INPUTS]
-    for key, value in entry.inputs.items():
+    for value in entry.inputs.values():
         assert model.graph.initializers[value.name] is value
-        np.testing.assert_array_equal(value.const_value.numpy(), entry.packed.tensors()[key])
+    formats.validate(_packed(entry))
     # the weight packed is Bᵀ: rows are output channels
     w = model.graph.initializers["W"].const_value.numpy()
-    assert (entry.packed.k, entry.packed.n) == w.shape == (100, 8)
+    assert (entry.attrs["K"], entry.attrs["N"]) == w.shape == (100, 8)
 
 
 def test_records_layer_stats(matmul_model) -> None:
@@ -54,11 +66,11 @@ def test_records_layer_stats(matmul_model) -> None:
     assert layer.nnz == 16 * round(0.01 * 256)
     assert layer.outlier_fraction == pytest.approx(layer.nnz / (256 * 16))
     assert layer.original_bytes == 256 * 16 * 4
-    assert layer.packed_bytes == plan.weights["W"].packed.nbytes
+    assert layer.packed_bytes == _packed(plan.weights["W"]).nbytes
     assert layer.bits_per_weight == pytest.approx(layer.packed_bytes * 8 / (256 * 16))
     assert 0 < layer.weight_rel_error < 0.25 and layer.seconds >= 0
     w = model.graph.initializers["W"].const_value.numpy()
-    deq = formats.unpack(plan.weights["W"].packed).dequantize().T
+    deq = _dequant(plan.weights["W"])
     rel = np.linalg.norm(deq - w) / np.linalg.norm(w)
     assert layer.weight_rel_error == pytest.approx(rel, rel=1e-5)
 
@@ -79,7 +91,7 @@ def test_non_finite_weight_is_skipped(matmul_model) -> None:
     w = np.ones((32, 4), np.float32)
     w[3, 1] = np.nan
     result, plan = _quantize(matmul_model(k=32, n=4, weight=w))
-    assert not result.modified and not plan.weights
+    assert not result.modified and not plan.weights and plan.rejected == ["W"]
     assert "NaN" in plan.skipped[0].reason
     assert plan.skipped[0].weight == "W"
 

@@ -10,6 +10,7 @@ import pytest
 from onnx import helper
 
 from adpq_onnx.config import AdpQConfig
+from adpq_onnx.formats.packed import PackedWeight
 from adpq_onnx.ops import reference, spec
 
 if importlib.util.find_spec("adpq_onnx.passes") is None:
@@ -27,6 +28,17 @@ from adpq_onnx.passes import (
 )
 
 FLOAT = 1
+
+
+def _packed(entry):
+    """The PackedWeight behind a quantized plan entry (its initializers and attributes)."""
+    arrays = {k: v.const_value.numpy() for k, v in entry.inputs.items()}
+    a = entry.attrs
+    return PackedWeight(k=a["K"], n=a["N"], bits=a["bits"], group_size=a["block_size"], **arrays)
+
+
+def _dequant(entry):
+    return reference.dequantize_b(_packed(entry))
 
 
 def _replace(model, config=None):
@@ -50,7 +62,7 @@ def test_replaces_matmul(matmul_model, rng, run_reference) -> None:
     assert [v.name for v in node.inputs[1:]] == [f"W.adpq.{k}" for k in spec.PACKED_INPUTS]
     x = rng.standard_normal((2, 96)).astype(np.float32)
     (y,) = run_reference(model, {"x": x})
-    np.testing.assert_allclose(y, x @ reference.dequantize_b(plan.weights["W"].packed), rtol=1e-5)
+    np.testing.assert_allclose(y, x @ _dequant(plan.weights["W"]), rtol=1e-5)
 
 
 def _matmul_add(build, rng, bias, *, swap=False):
@@ -72,7 +84,7 @@ def test_fuses_bias_add(build, rng, run_reference, swap: bool) -> None:
     (node,) = list(model.graph)
     assert node.inputs[spec.INPUTS.index("bias")].name == "b"
     assert node.outputs[0].name == "y"
-    expect = x @ reference.dequantize_b(plan.weights["W"].packed) + bias
+    expect = x @ _dequant(plan.weights["W"]) + bias
     np.testing.assert_allclose(run_reference(model, {"x": x})[0], expect, rtol=1e-5, atol=1e-6)
 
 

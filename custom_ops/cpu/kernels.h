@@ -1,0 +1,73 @@
+// The CPU compute variants of AdpQMatMul and how one is chosen at run time.
+//
+// Every variant computes the dense part of Y = A · B for a range of output channels n:
+//
+//   y[m, n] = sum_g s[n, g] * (sum_{k in g} x[m, k] * q[n, k]  -  z[n, g] * sum_{k in g} x[m, k])
+//
+// (outliers and bias are added afterwards by the caller, sparsely). Two activation modes:
+//
+//   float (accuracy_level 0, default): x in float32; the SIMD kernels dequantize B in registers
+//     ((q - z) * s, exactly as the reference) and accumulate with FMA.
+//   int8 (accuracy_level 4, opt-in): each row of A is quantized per group of B to int8 with a
+//     float scale (round to nearest, symmetric, |x| max -> 127); dot products are exact in int32
+//     (VNNI vpdpbusd, or AVX2 vpmaddubsw) and scaled once per group.
+//
+// Variants: kRef (portable scalar, the reference), kAvx2 (AVX2 + FMA + F16C), kAvx512 (AVX-512
+// F/BW/VL/DQ + VNNI). Each SIMD variant is its own translation unit compiled with its own target
+// flags; the dispatcher picks the best one the CPU supports, or the one that ADPQ_CPU_KERNEL
+// (ref|avx2|avx512|auto) names.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "adpq/half.h"
+#include "common/matmul_args.h"
+
+namespace adpq::cpu {
+
+enum class Isa { kRef = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// The variant to use: ADPQ_CPU_KERNEL when set (a variant this CPU lacks falls back to the best
+// one it has; an unknown name means auto), else the best supported. Read on every call, so that
+// tests can switch variants between runs.
+Isa SelectIsa();
+bool IsaSupported(Isa isa);
+const char* IsaName(Isa isa);
+
+// Activations of one run, prepared once per call and shared by all tasks.
+struct Activations {
+  int64_t m = 0;
+  int64_t kpad = 0;      // PaddedK(K): rows of x, xq, xu are zero past K
+  int64_t n_groups = 0;  // groups of B along K
+  bool int8 = false;
+  const float* x = nullptr;       // float [m, kpad] (always; outliers use it in both modes)
+  const int8_t* xq = nullptr;     // int8 mode: round(x / xscale) [m, kpad]
+  const uint8_t* xu = nullptr;    // int8 mode: xq + 128 [m, kpad]
+  const float* xscale = nullptr;  // int8 mode: [m, n_groups]
+  const float* xsum = nullptr;    // float: sum x per group; int8: xscale * sum xq; [m, n_groups]
+};
+
+// Dense part of rows [n0, n1) of Y^T for every row of A: y[i * ldy + (n - n0)] for i < m.
+// Needs ScratchBytes(isa, b, m, n1 - n0) bytes of scratch.
+using DenseFn = void (*)(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
+                         int64_t ldy, void* scratch);
+
+size_t ScratchBytes(Isa isa, const PackedB& b, int64_t m, int64_t rows);
+size_t ScratchAvx2(const PackedB& b, int64_t m, int64_t rows);
+size_t ScratchAvx512(const PackedB& b, int64_t m, int64_t rows);
+
+void DenseRef(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
+              int64_t ldy, void* scratch);
+// The SIMD variants; only called when IsaSupported() says so (they are absent, and these
+// declarations unused, on non-x86 builds).
+void DenseAvx2(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
+               int64_t ldy, void* scratch);
+void DenseAvx512(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
+                 int64_t ldy, void* scratch);
+// float16 -> float32 of n values (F16C when the CPU has it).
+void HalfToFloatAvx2(const Half* src, float* dst, int64_t n);
+
+DenseFn DenseFor(Isa isa);
+
+}  // namespace adpq::cpu

@@ -1,0 +1,119 @@
+"""One weight's quantization as a picklable job, so that `QuantizeWeightsPass` can spread
+weights over processes and read each weight's bytes only where and when it is quantized.
+
+No graph here: a `Job` names its data (an array, or a byte range of a file that the worker
+reads itself, which keeps the parent's memory flat), and `run_job` returns plain arrays and
+numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from adpq_onnx.config import AdpQConfig, LayerSettings
+from adpq_onnx.formats import matmulnbits, packed
+from adpq_onnx.quant import adpq
+
+HISTOGRAM_BINS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSlice:
+    """A tensor stored raw (little-endian) in a file at `offset`."""
+
+    path: str
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    def read(self) -> np.ndarray:
+        dt = np.dtype(self.dtype).newbyteorder("<")
+        count = int(np.prod(self.shape))
+        data = np.fromfile(self.path, dtype=dt, count=count, offset=self.offset)
+        if data.size != count:
+            raise ValueError(f"{self.path} ends inside the tensor at offset {self.offset}")
+        return data.reshape(self.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """Quantize B[K, N] (`source`) with `settings`, packed for `config.target`."""
+
+    name: str
+    source: np.ndarray | FileSlice
+    settings: LayerSettings
+    config: AdpQConfig
+    scale_dtype: str = "float16"  # MatMulNBits scales have A's dtype
+
+
+@dataclasses.dataclass
+class Result:
+    """The packed tensors (in the op's input order), the node attributes and the stats."""
+
+    name: str
+    tensors: dict[str, np.ndarray]
+    attrs: dict[str, int]
+    nnz: int
+    bits_per_weight: float
+    weight_rel_error: float
+    adpq_rel_error: float
+    threshold: float | None
+    histogram: tuple[list[float], list[int]]
+    seconds: float
+
+
+def run_job(job: Job) -> Result:
+    """Quantize and pack one weight; raises ValueError for NaN / Inf and bad shapes."""
+    start = time.perf_counter()
+    data = job.source.read() if isinstance(job.source, FileSlice) else job.source
+    w = np.ascontiguousarray(np.asarray(data, dtype=np.float32).T)  # [N, K]
+    del data
+    cfg, s = job.config, job.settings
+    qw = adpq.quantize_weight(
+        w,
+        bits=s.bits,
+        group_size=s.group_size,
+        outlier_ratio=s.outlier_ratio,
+        gamma=cfg.gamma,
+        lasso_scope=cfg.lasso_scope,
+        outlier_mode=cfg.outlier_mode,
+        outlier_dtype=cfg.outlier_dtype,
+        range_search=cfg.range_search,
+    )
+    adpq_error = relative_error(qw.dequantize(), w)
+    n, k = w.shape
+    attrs = {"K": k, "N": n, "bits": s.bits, "block_size": s.group_size}
+    if cfg.target == "matmulnbits":
+        nb = matmulnbits.fold(w, qw.scales, qw.zeros, s.bits, s.group_size, job.scale_dtype)
+        tensors = nb.tensors()
+        error = relative_error(matmulnbits.dequantize_b(nb).T, w)
+        bpw = nb.bits_per_weight
+    else:
+        tensors = packed.pack(qw).tensors()
+        error, bpw = adpq_error, adpq.bits_per_weight(qw)
+    rows = np.repeat(np.arange(n), np.diff(qw.outlier_ptr))
+    # The smallest |w| kept apart: the LASSO cut (per row it may be higher).
+    threshold = float(np.abs(w[rows, qw.outlier_idx.astype(np.int64)]).min()) if qw.nnz else None
+    counts, edges = np.histogram(w, bins=HISTOGRAM_BINS)
+    return Result(
+        name=job.name,
+        tensors=tensors,
+        attrs=attrs,
+        nnz=qw.nnz,
+        bits_per_weight=bpw,
+        weight_rel_error=error,
+        adpq_rel_error=adpq_error,
+        threshold=threshold,
+        histogram=([float(e) for e in edges], [int(c) for c in counts]),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def relative_error(approx: np.ndarray, exact: np.ndarray) -> float:
+    """‖approx − exact‖_F / ‖exact‖_F (the absolute norm when exact is 0)."""
+    norm = float(np.linalg.norm(exact))
+    diff = float(np.linalg.norm(approx - exact))
+    return diff / norm if norm > 0 else diff
