@@ -26,7 +26,6 @@ MatMulNBits expects (each row padded to whole bytes). adpq-onnx has no such limi
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import gc
 import json
@@ -75,6 +74,50 @@ def true_bits_per_weight(path: Path) -> tuple[float, int]:
             if name in inits:
                 nbytes += onnx.numpy_helper.to_array(inits[name]).nbytes
     return (8 * nbytes / weights if weights else 32.0), weights
+
+
+def dequantized_twin(src: Path, dst: Path) -> None:
+    """Write `src` with every AdpQMatMul replaced by a float MatMul on its dequantized weight.
+
+    The op computes A · dequant(B) (+ bias) in float32, so the twin's logits are the same up
+    to float rounding (checked by `--check-twin`); it evaluates at float speed, which keeps a
+    grid of dozens of AdpQ models affordable on two cores.
+    """
+    from onnx import helper, numpy_helper
+
+    from adpq_onnx.formats.packed import PackedWeight
+    from adpq_onnx.ops import spec
+    from adpq_onnx.ops.reference import dequantize_b
+
+    model = onnx.load(str(src))
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes, new_inits, done = [], [], {}
+    for node in model.graph.node:
+        if node.op_type != spec.OP_TYPE:
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        names = list(node.input) + [""] * (len(spec.INPUTS) - len(node.input))
+        key = names[1]
+        if key not in done:
+            arr = {n: numpy_helper.to_array(inits[names[i]])
+                   for i, n in enumerate(spec.INPUTS) if i and names[i] and n != "bias"}
+            pw = PackedWeight(k=attrs["K"], n=attrs["N"], bits=attrs["bits"],
+                              group_size=attrs["block_size"], **arr)
+            done[key] = key + ".dequantized"
+            new_inits.append(numpy_helper.from_array(dequantize_b(pw), done[key]))
+        mm_out = node.output[0] if not names[7] else node.output[0] + ".nobias"
+        nodes.append(helper.make_node("MatMul", [names[0], done[key]], [mm_out], name=node.name))
+        if names[7]:
+            nodes.append(helper.make_node("Add", [mm_out, names[7]], [node.output[0]]))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.extend(new_inits)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    onnx.save(model, str(dst))
 
 
 # --- ORT quantizers ------------------------------------------------------------------------
@@ -127,9 +170,9 @@ class _CalibrationReader:
     """Feeds for GPTQ: windows of the text taken from its end (disjoint from evaluation)."""
 
     def __init__(self, model_path: Path, text: str, ctx: int, count: int) -> None:
-        from adpq_onnx.models.runtime import ModelInfo, load_tokenizer
-
         import onnxruntime as ort
+
+        from adpq_onnx.models.runtime import ModelInfo, load_tokenizer
 
         tok = load_tokenizer(model_path)
         ids = np.asarray(tok(evaluate.normalise_text(text), verbose=False).input_ids, np.int64)
@@ -230,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gptq", type=int, default=8, help="calibration windows (0: no GPTQ)")
     p.add_argument("--no-ort", action="store_true")
     p.add_argument("--only", default=None, help="substring filter on method names")
+    p.add_argument("--real-op", action="store_true",
+                   help="evaluate AdpQ models through the custom op instead of their float twin")
+    p.add_argument("--check-twin", action="store_true",
+                   help="also evaluate through the op and record the difference")
     p.add_argument("--workdir", type=Path, default=Path(".bench"))
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -274,17 +321,26 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             qs = time.perf_counter() - t
             bpw, _ = true_bits_per_weight(dst)
-            res = evaluate.perplexity(dst, text, ctx=args.ctx, windows=args.windows,
+            scored = dst
+            if m.family == "adpq" and not args.real_op:
+                scored = dst.with_name(dst.stem + ".twin.onnx")
+                dequantized_twin(dst, scored)
+            res = evaluate.perplexity(scored, text, ctx=args.ctx, windows=args.windows,
                                       reference=float_path, tokenizer=float_path.parent)
+            extra = {"evaluated": "custom op" if scored == dst else "dequantized twin"}
+            if args.check_twin and scored != dst:
+                op = evaluate.perplexity(dst, text, ctx=args.ctx, windows=args.windows,
+                                         tokenizer=float_path.parent)
+                extra["op_perplexity"] = op["perplexity"]
             row = {"method": m.name, "family": m.family, "bits": m.bits,
                    "group_size": m.group_size, "bpw": round(bpw, 4),
                    "perplexity": res["perplexity"], "ppl_change": res["perplexity_change"],
                    "kl": res["kl"], "quant_seconds": round(qs, 2), "params": m.params,
-                   "model": args.model}
+                   "model": args.model, **extra}
             out.write(json.dumps(row) + "\n")
             out.flush()
             print(json.dumps(row), flush=True)
-            for f in dst.parent.glob(dst.name + "*"):
+            for f in dst.parent.glob(dst.stem + "*"):
                 f.unlink()
             gc.collect()
     return 0

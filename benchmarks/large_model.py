@@ -1,6 +1,6 @@
 """Time a command and sample the summed RSS of its whole process tree (workers included).
 
-    python benchmarks/large_model.py [--interval 0.5] -- adpq-onnx optimize BIG.onnx -o OUT.onnx -j 2
+    python benchmarks/large_model.py -- adpq-onnx optimize BIG.onnx -o OUT.onnx -j 2
 
 Prints wall time, the peak of the tree's summed RSS, and the peak RSS of any single process,
 as one JSON line (what BENCHMARKS_LARGE.md records). `/usr/bin/time -v` reports only the

@@ -11,7 +11,7 @@ weight its real shape (B[K, N] as exporters write MatMul weights):
         q, k, v = n·Wq, n·Wk, n·Wv                  [hidden, hidden] each
         h += (Sigmoid(q ⊙ k) ⊙ v)·Wo                 [hidden, hidden]
         n  = LayerNorm(h)
-        h += (SiLU(n·Wgate) ⊙ n·Wup)·Wdown           [hidden, inter], [hidden, inter], [inter, hidden]
+        h += (SiLU(n·Wgate) ⊙ n·Wup)·Wdown   gate, up [hidden, inter]; down [inter, hidden]
     logits = LayerNorm(h)·lm_head                    [hidden, vocab]
 
 Weights are Gaussian (σ = 0.02) with one in 509 elements scaled ×8 (LLM-like outliers), made
@@ -135,7 +135,9 @@ def build(out_dir: Path, layers: int, hidden: int, inter: int, vocab: int, seed:
         h = op("Add", [h, down], f"{p}.h_out")
     inits.append(data.random("lm_head.weight", (hidden, vocab)))
     norm(h, "final_norm")
-    nodes.append(helper.make_node("MatMul", ["final_norm", "lm_head.weight"], ["logits"], name="lm_head"))
+    nodes.append(
+        helper.make_node("MatMul", ["final_norm", "lm_head.weight"], ["logits"], name="lm_head")
+    )
     data.close()
     graph = helper.make_graph(
         nodes,
