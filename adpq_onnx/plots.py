@@ -25,8 +25,8 @@ def write_plots(report: Report, out_dir: str | os.PathLike[str]) -> list[Path]:
     names = [layer.name for layer in report.layers]
     ax.bar(range(len(names)), [layer.weight_rel_error for layer in report.layers], label="stored")
     adpq = [layer.adpq_rel_error for layer in report.layers]
-    if any(a is not None for a in adpq):
-        ax.plot(range(len(names)), adpq, "k.", label="AdpQ with outliers")
+    if all(a is not None for a in adpq):
+        ax.plot(range(len(names)), [float(a or 0.0) for a in adpq], "k.", label="AdpQ+outliers")
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
     ax.set_ylabel("relative weight error ‖B̂−B‖/‖B‖")
     ax.legend()
@@ -42,8 +42,11 @@ def write_plots(report: Report, out_dir: str | os.PathLike[str]) -> list[Path]:
         if layer.threshold is not None:
             for x in (-layer.threshold, layer.threshold):
                 ax.axvline(x, color="r", linestyle="--")
-        ax.set_title(f"{layer.name}: {layer.bits}-bit g{layer.group_size}, "
-                     f"{100 * layer.outlier_fraction:.2f}% outliers", fontsize=9)
+        ax.set_title(
+            f"{layer.name}: {layer.bits}-bit g{layer.group_size}, "
+            f"{100 * layer.outlier_fraction:.2f}% outliers",
+            fontsize=9,
+        )
         ax.set_xlabel("weight value (red: outlier threshold)")
         written.append(_save(fig, out / f"hist_{re.sub(r'[^A-Za-z0-9_.-]', '_', layer.name)}.png"))
     plt.close("all")

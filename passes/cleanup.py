@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from adpq_onnx.passes import _contracts
 from onnx_ir.passes import common
+
+from adpq_onnx.passes import _contracts
 
 
 class CleanupPass(ir.passes.InPlacePass):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from adpq_onnx.passes import _match
 
 from adpq_onnx.config import AdpQConfig
+from adpq_onnx.passes import _match
 
 
 class FoldTransposedWeightsPass(ir.passes.InPlacePass):

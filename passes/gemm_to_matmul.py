@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from adpq_onnx.passes import _match
-from adpq_onnx.passes._plan import QuantPlan
 
 from adpq_onnx.config import AdpQConfig
+from adpq_onnx.passes import _match
+from adpq_onnx.passes._plan import QuantPlan
 
 _STAGE = "gemm_to_matmul"
 

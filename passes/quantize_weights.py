@@ -9,11 +9,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 
 import numpy as np
 import onnx_ir as ir
+
+from adpq_onnx.config import AdpQConfig
 from adpq_onnx.passes import _match
 from adpq_onnx.passes._plan import QuantPlan, WeightPlan, node_label
 from adpq_onnx.passes._quantize_job import FileSlice, Job, Result, run_job
-
-from adpq_onnx.config import AdpQConfig
 from adpq_onnx.report import LayerReport
 
 logger = logging.getLogger(__name__)

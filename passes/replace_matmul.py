@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from adpq_onnx.passes import _contracts, _match
-from adpq_onnx.passes._plan import QuantPlan, WeightPlan
 
 from adpq_onnx.ops import spec
+from adpq_onnx.passes import _contracts, _match
+from adpq_onnx.passes._plan import QuantPlan, WeightPlan
 
 
 class ReplaceMatMulWithAdpQPass(ir.passes.InPlacePass):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import onnx_ir as ir
+
 from adpq_onnx.passes import _match
 from adpq_onnx.passes._plan import QuantPlan, WeightPlan
 
@@ -55,7 +56,9 @@ class ReplaceMatMulWithMatMulNBitsPass(ir.passes.InPlacePass):
         scales = entry.inputs["scales"]
         if _match.activation_dtype(node) not in (None, scales.dtype):
             entry.nodes.remove(node)
-            reason = f"A is {_match.activation_dtype(node)}, the shared weight's scales {scales.dtype}"
+            reason = (
+                f"A is {_match.activation_dtype(node)}, the shared weight's scales {scales.dtype}"
+            )
             self.plan.skip("replace_matmul_nbits", node, reason, entry.name)
             return False
         add, bias = _match.bias_add(node, entry.attrs["N"])

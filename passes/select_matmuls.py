@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import onnx_ir as ir
-from adpq_onnx.passes import _match
-from adpq_onnx.passes._plan import QuantPlan, WeightPlan
 
 from adpq_onnx.config import AdpQConfig
+from adpq_onnx.passes import _match
+from adpq_onnx.passes._plan import QuantPlan, WeightPlan
 
 _STAGE = "select_matmuls"
 # The outlier index is uint16 (adpq_onnx/formats/packed.py).

@@ -62,7 +62,9 @@ def test_truncated(tmp_path, capsys, good) -> None:
 
 def test_missing_external_data(tmp_path, capsys, good) -> None:
     src = tmp_path / "ext.onnx"
-    onnx.save(onnx.load(good), src, save_as_external_data=True, location="ext.bin", size_threshold=0)
+    onnx.save(
+        onnx.load(good), src, save_as_external_data=True, location="ext.bin", size_threshold=0
+    )
     (tmp_path / "ext.bin").unlink()
     err = _fails(tmp_path, capsys, src)
     assert "external data file 'ext.bin' of tensor 'W' is missing" in err

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import numpy.typing
 
 from adpq_onnx.quant import affine
 
@@ -97,7 +98,7 @@ def pack(
     zeros: np.ndarray,
     bits: int,
     block_size: int,
-    scale_dtype: np.dtype | type = np.float16,
+    scale_dtype: np.typing.DTypeLike = np.float16,
 ) -> NBitsWeight:
     """codes uint8 [N, K], scales [N, n_blocks], zeros uint8 [N, n_blocks] → NBitsWeight."""
     check_params(bits, block_size)
@@ -122,7 +123,7 @@ def pack(
 
 
 def unpack(w: NBitsWeight) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """NBitsWeight → (codes uint8 [N, K], scales float32 [N, n_blocks], zeros uint8 [N, n_blocks])."""
+    """NBitsWeight → (codes uint8 [N, K], scales float32 [N, nb], zeros uint8 [N, nb])."""
     n, nb = w.n, w.n_blocks
     blob = w.block_size * w.bits // 8
     if w.b.shape != (n, nb, blob) or w.b.dtype != np.uint8:
@@ -145,7 +146,7 @@ def fold(
     zeros: np.ndarray,
     bits: int,
     block_size: int,
-    scale_dtype: np.dtype | type = np.float16,
+    scale_dtype: np.typing.DTypeLike = np.float16,
 ) -> NBitsWeight:
     """Quantize w[N, K] on a given grid, clamping every value (outliers too) into it."""
     codes = affine.quantize(w, scales, zeros, bits, block_size)

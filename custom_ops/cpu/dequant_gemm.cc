@@ -32,13 +32,38 @@ struct QuantizedA {
   std::vector<float> xsum;
 };
 
-void QuantizeA(const float* x, int64_t m, int64_t kpad, int64_t group_size, int64_t ng,
-               QuantizedA& out) {
-  out.xq.resize(static_cast<size_t>(m * kpad));
-  out.xu.resize(static_cast<size_t>(m * kpad));
-  out.xscale.resize(static_cast<size_t>(m * ng));
-  out.xsum.resize(static_cast<size_t>(m * ng));
-  for (int64_t i = 0; i < m; ++i) {
+void QuantizeRow(const float* x, int64_t i, int64_t kpad, int64_t group_size, int64_t ng,
+                 QuantizedA& out);
+
+struct PrepJob {
+  const float* x;
+  int64_t m;
+  int64_t kpad;
+  int64_t group_size;
+  int64_t ng;
+  QuantizedA* q;   // or null
+  float* xt;       // or null
+  int64_t mpad;
+};
+
+// Task i of the preparation: quantizes row i of A, and transposes columns [64i, 64i + 64).
+void PrepTask(void* data, size_t task) {
+  const PrepJob& job = *static_cast<const PrepJob*>(data);
+  const auto i = static_cast<int64_t>(task);
+  if (job.q != nullptr && i < job.m) QuantizeRow(job.x, i, job.kpad, job.group_size, job.ng, *job.q);
+  if (job.xt != nullptr && i * 64 < job.kpad) {
+    const int64_t k1 = std::min(job.kpad, i * 64 + 64);
+    for (int64_t r = 0; r < job.m; ++r) {
+      const float* src = job.x + r * job.kpad;
+      float* dst = job.xt + (r / kOutlierPad) * job.kpad * kOutlierPad + r % kOutlierPad;
+      for (int64_t k = i * 64; k < k1; ++k) dst[k * kOutlierPad] = src[k];
+    }
+  }
+}
+
+void QuantizeRow(const float* x, int64_t i, int64_t kpad, int64_t group_size, int64_t ng,
+                 QuantizedA& out) {
+  {
     for (int64_t g = 0; g < ng; ++g) {
       const int64_t begin = g * group_size;
       const int64_t len = std::min(group_size, kpad - begin);
@@ -64,12 +89,25 @@ void QuantizeA(const float* x, int64_t m, int64_t kpad, int64_t group_size, int6
   }
 }
 
+void Prepare(const PrepJob& job, const ParallelRunner& runner) {
+  if (job.q != nullptr) {
+    job.q->xq.resize(static_cast<size_t>(job.m * job.kpad));
+    job.q->xu.resize(static_cast<size_t>(job.m * job.kpad));
+    job.q->xscale.resize(static_cast<size_t>(job.m * job.ng));
+    job.q->xsum.resize(static_cast<size_t>(job.m * job.ng));
+  }
+  const int64_t tasks = std::max(job.q ? job.m : 0, job.xt ? (job.kpad + 63) / 64 : 0);
+  if (tasks > 0) runner.Run(static_cast<size_t>(tasks), &PrepTask, const_cast<PrepJob*>(&job));
+}
+
 template <typename T>
 struct Job {
   const PackedB* b;
   Activations act;
-  const float* xt;  // A transposed [kpad, m] for the outliers, or null
+  const float* xt;  // A transposed [kpad, mpad] for the outliers, or null
+  int64_t mpad;
   DenseFn dense;
+  OutliersFn outliers;
   Isa isa;
   int64_t tile_rows;
   const T* bias;
@@ -90,28 +128,20 @@ void* ThreadScratch(size_t bytes) noexcept {
   return scratch.data();
 }
 
+// y[i, n] += sum over row n's outliers of x[i, idx] * val.
 template <typename V>
-void AddRowOutliers(const PackedB& b, const Activations& a, const float* xt, int64_t n,
-                    const V* val, float row_scale, float* y, int64_t ldy, float* tmp) {
+void AddRowOutliers(const PackedB& b, const Activations& a, int64_t n, const V* val,
+                    float row_scale, float* y, int64_t ldy) {
   const int64_t begin = b.outlier_ptr[n];
   const int64_t end = b.outlier_ptr[n + 1];
-  if (begin == end) return;
-  if (xt == nullptr) {
-    for (int64_t i = 0; i < a.m; ++i) {
-      const float* x = a.x + i * a.kpad;
-      float s = 0.0f;
-      for (int64_t j = begin; j < end; ++j) s += x[b.outlier_idx[j]] * OutlierValue(val[j], row_scale);
-      y[i * ldy] += s;
+  for (int64_t i = 0; i < a.m && begin < end; ++i) {
+    const float* x = a.x + i * a.kpad;
+    float s = 0.0f;
+    for (int64_t j = begin; j < end; ++j) {
+      s += x[b.outlier_idx[j]] * OutlierValue(val[j], row_scale);
     }
-    return;
+    y[i * ldy] += s;
   }
-  std::fill(tmp, tmp + a.m, 0.0f);
-  for (int64_t j = begin; j < end; ++j) {
-    const float v = OutlierValue(val[j], row_scale);
-    const float* xc = xt + static_cast<int64_t>(b.outlier_idx[j]) * a.m;
-    for (int64_t i = 0; i < a.m; ++i) tmp[i] += v * xc[i];
-  }
-  for (int64_t i = 0; i < a.m; ++i) y[i * ldy] += tmp[i];
 }
 
 template <typename T>
@@ -124,8 +154,7 @@ void RunTile(void* data, size_t tile) {
   constexpr bool kFloatY = std::is_same_v<T, float>;
   const size_t kernel_bytes = (ScratchBytes(job.isa, b, a.m, rows) + 63) / 64 * 64;
   const size_t y_bytes = kFloatY ? 0 : static_cast<size_t>(a.m * rows) * sizeof(float);
-  auto* scratch =
-      static_cast<uint8_t*>(ThreadScratch(kernel_bytes + y_bytes + a.m * sizeof(float)));
+  auto* scratch = static_cast<uint8_t*>(ThreadScratch(kernel_bytes + y_bytes));
   if (scratch == nullptr) {
     job.out_of_memory = true;  // an exception must not unwind into ORT's thread pool
     return;
@@ -139,17 +168,18 @@ void RunTile(void* data, size_t tile) {
     y = reinterpret_cast<float*>(scratch + kernel_bytes);
     ldy = rows;
   }
-  float* tmp = reinterpret_cast<float*>(scratch + kernel_bytes + y_bytes);
   job.dense(b, a, n0, n0 + rows, y, ldy, scratch);
 
-  for (int64_t r = 0; r < rows; ++r) {
+  if (job.xt != nullptr) {
+    job.outliers(b, job.xt, a.m, a.kpad, n0, rows, y, ldy);
+  }
+  for (int64_t r = 0; r < rows && job.xt == nullptr; ++r) {
     const int64_t n = n0 + r;
     if (b.outlier_int8) {
-      AddRowOutliers(b, a, job.xt, n, static_cast<const int8_t*>(b.outlier_val),
-                     HalfToFloat(b.outlier_scale[n]), y + r, ldy, tmp);
+      AddRowOutliers(b, a, n, static_cast<const int8_t*>(b.outlier_val),
+                     HalfToFloat(b.outlier_scale[n]), y + r, ldy);
     } else {
-      AddRowOutliers(b, a, job.xt, n, static_cast<const Half*>(b.outlier_val), 1.0f, y + r, ldy,
-                     tmp);
+      AddRowOutliers(b, a, n, static_cast<const Half*>(b.outlier_val), 1.0f, y + r, ldy);
     }
   }
   if (kFloatY && job.bias == nullptr) return;
@@ -200,21 +230,28 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
   act.n_groups = b.n_groups;
   act.x = a;
   act.int8 = options.int8_activations && b.bits <= 4;
-  QuantizedA qa;
+  // Kept between calls (per calling thread): fresh pages on every call would cost more than
+  // the work.
+  thread_local QuantizedA qa;
+  thread_local std::vector<float> xt;
+  job.outliers = OutliersFor(job.isa);
+  job.mpad = (m + kOutlierPad - 1) / kOutlierPad * kOutlierPad;
+  const bool transpose = m >= kTransposeM && b.nnz > 0 && job.outliers != nullptr;
+  if (transpose) {
+    xt.resize(static_cast<size_t>(act.kpad * job.mpad));
+    // Only the padding rows of the last chunk need zeros; the rest is overwritten.
+    const int64_t last = (m - 1) / kOutlierPad * kOutlierPad * act.kpad;
+    std::fill(xt.begin() + last, xt.end(), 0.0f);
+  }
+  const PrepJob prep{a, m, act.kpad, b.group_size, b.n_groups, act.int8 ? &qa : nullptr,
+                     transpose ? xt.data() : nullptr, job.mpad};
+  Prepare(prep, runner);
+  job.xt = transpose ? xt.data() : nullptr;
   if (act.int8) {
-    QuantizeA(a, m, act.kpad, b.group_size, b.n_groups, qa);
     act.xq = qa.xq.data();
     act.xu = qa.xu.data();
     act.xscale = qa.xscale.data();
     act.xsum = qa.xsum.data();
-  }
-  std::vector<float> xt;
-  job.xt = nullptr;
-  if (m >= kTransposeM && b.nnz > 0) {
-    xt.resize(static_cast<size_t>(act.kpad * m));
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t k = 0; k < act.kpad; ++k) xt[k * m + i] = a[i * act.kpad + k];
-    job.xt = xt.data();
   }
   job.tile_rows = TileRows(m, b.n, act.kpad);
   job.bias = bias;

@@ -88,6 +88,16 @@ DenseFn DenseFor(Isa isa) {
   }
 }
 
+OutliersFn OutliersFor(Isa isa) {
+  switch (isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx2: return &OutliersAvx2;
+    case Isa::kAvx512: return &OutliersAvx512;
+#endif
+    default: return nullptr;
+  }
+}
+
 // The reference: one row of B at a time, one code at a time.
 //   float mode: the row dequantized by DequantRowRef, dotted with each row of A.
 //   int8 mode:  y = sum_g s[n, g] * xscale[m, g] * (sum_k xq * q - z[n, g] * sum_k xq), the

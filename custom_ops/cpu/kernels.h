@@ -65,6 +65,18 @@ void DenseAvx2(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, f
                int64_t ldy, void* scratch);
 void DenseAvx512(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
                  int64_t ldy, void* scratch);
+// Outliers of rows [n0, n0 + rows) added to y, from A transposed in chunks of kOutlierPad
+// rows: xt [ceil(m / kOutlierPad)][kpad][kOutlierPad], zero past m.
+using OutliersFn = void (*)(const PackedB& b, const float* xt, int64_t m, int64_t kpad,
+                            int64_t n0, int64_t rows, float* y, int64_t ldy);
+inline constexpr int kOutlierPad = 32;
+void OutliersAvx2(const PackedB& b, const float* xt, int64_t m, int64_t kpad, int64_t n0,
+                  int64_t rows, float* y, int64_t ldy);
+void OutliersAvx512(const PackedB& b, const float* xt, int64_t m, int64_t kpad, int64_t n0,
+                    int64_t rows, float* y, int64_t ldy);
+// The SIMD outlier kernel of a variant, or null for kRef (which adds outliers row by row).
+OutliersFn OutliersFor(Isa isa);
+
 // float16 -> float32 of n values (F16C when the CPU has it).
 void HalfToFloatAvx2(const Half* src, float* dst, int64_t n);
 

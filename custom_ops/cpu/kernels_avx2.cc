@@ -2,6 +2,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #define ADPQ_DENSE_FN DenseAvx2
 #define ADPQ_SCRATCH_FN ScratchAvx2
+#define ADPQ_OUTLIERS_FN OutliersAvx2
 #include "cpu/kernels_x86.inc"
 
 namespace adpq::cpu {
