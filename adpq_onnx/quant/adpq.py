@@ -85,6 +85,11 @@ def _round_outliers(
     return q, oscale
 
 
+# Weights are quantized in blocks of rows of at most this many elements, so that the working
+# set (float32 copies, masks, grouped views) stays a few tens of MB whatever the weight's size.
+ROW_BLOCK_ELEMENTS = 1 << 21
+
+
 def quantize_weight(
     w: np.ndarray,
     *,
@@ -100,28 +105,72 @@ def quantize_weight(
     """Quantize w[N, K] (rows = output channels). See `adpq_onnx.AdpQConfig` for the options."""
     if w.ndim != 2:
         raise ValueError(f"expected a 2-D weight [N, K], got shape {w.shape}")
-    w = np.ascontiguousarray(w, dtype=np.float32)
-    if not np.isfinite(w).all():
-        raise ValueError("weight contains NaN or Inf")
+    if outlier_mode not in ("exact", "shrink"):
+        raise ValueError(f"unknown outlier mode {outlier_mode!r}")
     n, k = w.shape
     if k > 65536:
         raise ValueError(f"K={k} exceeds 65536, the reach of the uint16 outlier index")
-    mask = lasso.select_outliers(w, outlier_ratio, lasso_scope, group_size)
+    if not np.isfinite(w).all():
+        raise ValueError("weight contains NaN or Inf")
+    # Row and group scopes are local to a row; the matrix scope's λ is solved once, up front.
+    cut = None
+    if lasso_scope == "matrix" and outlier_ratio > 0:
+        cut = lasso.matrix_threshold(w, outlier_ratio)
+    step = max(1, ROW_BLOCK_ELEMENTS // max(k, 1))
+    parts = [
+        _quantize_rows(
+            np.ascontiguousarray(w[i : i + step], dtype=np.float32),
+            bits=bits,
+            group_size=group_size,
+            outlier_ratio=outlier_ratio,
+            gamma=gamma,
+            lasso_scope=lasso_scope,
+            outlier_mode=outlier_mode,
+            outlier_dtype=outlier_dtype,
+            range_search=range_search,
+            cut=cut,
+        )
+        for i in range(0, n, step)
+    ]
+    return parts[0] if len(parts) == 1 else _concat_rows(parts)
+
+
+def _quantize_rows(
+    w: np.ndarray,
+    *,
+    bits: int,
+    group_size: int,
+    outlier_ratio: float,
+    gamma: float,
+    lasso_scope: str,
+    outlier_mode: str,
+    outlier_dtype: str,
+    range_search: int,
+    cut: tuple[float, float] | None,
+) -> QuantizedWeight:
+    """quantize_weight on a block of rows; `cut` = (outlier cut, largest inlier) of the matrix."""
+    n, k = w.shape
+    if cut is not None:
+        mask = np.abs(w) >= cut[0]
+    else:
+        mask = lasso.select_outliers(w, outlier_ratio, lasso_scope, group_size)
     rows, cols = np.nonzero(mask)  # row-major: sorted by row, then by K
     if outlier_mode == "shrink":
-        t = lasso.threshold_per_row(w, mask, lasso_scope, group_size)
+        if cut is not None:
+            t = np.full(w.shape, cut[1], dtype=np.float32)
+        else:
+            t = lasso.threshold_per_row(w, mask, lasso_scope, group_size)
         target = lasso.soft_threshold(w, t, gamma)[rows, cols]
-    elif outlier_mode == "exact":
-        target = w[rows, cols]
+        del t
     else:
-        raise ValueError(f"unknown outlier mode {outlier_mode!r}")
+        target = w[rows, cols]
     oval, oscale = _round_outliers(target, rows, n, outlier_dtype)
     ptr = np.zeros(n + 1, dtype=np.int32)
     np.cumsum(np.bincount(rows, minlength=n), out=ptr[1:])
     qw = QuantizedWeight(
         bits=bits,
         group_size=group_size,
-        codes=np.zeros((n, k), dtype=np.uint8),
+        codes=np.zeros((0, k), dtype=np.uint8),
         scales=np.zeros(0, np.float16),
         zeros=np.zeros(0, np.uint8),
         outlier_ptr=ptr,
@@ -129,15 +178,39 @@ def quantize_weight(
         outlier_val=oval,
         outlier_scale=oscale,
     )
-    s = qw.dense_outliers()
     # Grids are fitted to the inliers; what is left at an outlier's slot (w − S) is quantized
     # on that grid: in exact mode the slot is forced to the zero point so it adds exactly 0.
-    keep = ~mask if mask.any() else None
+    keep = ~mask if rows.size else None
     scales, zeros = affine.choose_qparams(w, keep, bits, group_size, search=range_search)
-    codes = affine.quantize(w - s, scales, zeros, bits, group_size)
+    residual = w.copy()
+    stored = oval.astype(np.float32)
+    if oscale is not None:
+        stored *= oscale.astype(np.float32)[rows]
+    residual[rows, cols] -= stored
+    codes = affine.quantize(residual, scales, zeros, bits, group_size)
     if outlier_mode == "exact" and rows.size:
         codes[rows, cols] = zeros[rows, cols // group_size]
     return dataclasses.replace(qw, codes=codes, scales=scales, zeros=zeros)
+
+
+def _concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
+    """Stack QuantizedWeights of consecutive row blocks (CSR pointers re-based)."""
+    offsets = np.cumsum([0] + [int(p.outlier_ptr[-1]) for p in parts[:-1]])
+    ptr = np.concatenate(
+        [np.zeros(1, np.int32)] + [p.outlier_ptr[1:] + o for p, o in zip(parts, offsets)]
+    ).astype(np.int32)
+    scale = parts[0].outlier_scale
+    return QuantizedWeight(
+        bits=parts[0].bits,
+        group_size=parts[0].group_size,
+        codes=np.concatenate([p.codes for p in parts]),
+        scales=np.concatenate([p.scales for p in parts]),
+        zeros=np.concatenate([p.zeros for p in parts]),
+        outlier_ptr=ptr,
+        outlier_idx=np.concatenate([p.outlier_idx for p in parts]),
+        outlier_val=np.concatenate([p.outlier_val for p in parts]),
+        outlier_scale=None if scale is None else np.concatenate([p.outlier_scale for p in parts]),
+    )
 
 
 def storage_bits(qw: QuantizedWeight) -> dict[str, int]:

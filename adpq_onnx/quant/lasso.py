@@ -59,6 +59,24 @@ def select_outliers(w: np.ndarray, alpha: float, scope: str, group_size: int) ->
     raise ValueError(f"unknown lasso scope {scope!r}")
 
 
+def matrix_threshold(w: np.ndarray, alpha: float) -> tuple[float, float]:
+    """(cut, largest inlier) for the matrix scope: |w| >= cut marks the round(α·size) largest.
+
+    Solved once over the whole matrix so that it can then be applied block by block (ties at
+    the cut are all kept apart, so the count can exceed round(α·size) by the tie count).
+    """
+    absw = np.abs(w, dtype=np.float32).ravel()
+    count = int(round(alpha * absw.size))
+    if count <= 0:
+        return float("inf"), float(absw.max(initial=0.0))
+    count = min(count, absw.size)
+    pos = absw.size - count
+    absw.partition(max(pos - 1, 0))
+    below = float(absw[pos - 1]) if pos > 0 else 0.0
+    cut = float(absw[pos:].min())
+    return cut, below
+
+
 def threshold_per_row(w: np.ndarray, mask: np.ndarray, scope: str, group_size: int) -> np.ndarray:
     """The threshold t (largest inlier magnitude) of the scope each weight belongs to, [N, K].
 

@@ -41,8 +41,8 @@ struct PrepJob {
   int64_t kpad;
   int64_t group_size;
   int64_t ng;
-  QuantizedA* q;   // or null
-  float* xt;       // or null
+  QuantizedA* q;  // or null
+  float* xt;      // or null
   int64_t mpad;
 };
 
@@ -50,7 +50,8 @@ struct PrepJob {
 void PrepTask(void* data, size_t task) {
   const PrepJob& job = *static_cast<const PrepJob*>(data);
   const auto i = static_cast<int64_t>(task);
-  if (job.q != nullptr && i < job.m) QuantizeRow(job.x, i, job.kpad, job.group_size, job.ng, *job.q);
+  if (job.q != nullptr && i < job.m)
+    QuantizeRow(job.x, i, job.kpad, job.group_size, job.ng, *job.q);
   if (job.xt != nullptr && i * 64 < job.kpad) {
     const int64_t k1 = std::min(job.kpad, i * 64 + 64);
     for (int64_t r = 0; r < job.m; ++r) {
@@ -243,8 +244,14 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
     const int64_t last = (m - 1) / kOutlierPad * kOutlierPad * act.kpad;
     std::fill(xt.begin() + last, xt.end(), 0.0f);
   }
-  const PrepJob prep{a, m, act.kpad, b.group_size, b.n_groups, act.int8 ? &qa : nullptr,
-                     transpose ? xt.data() : nullptr, job.mpad};
+  const PrepJob prep{a,
+                     m,
+                     act.kpad,
+                     b.group_size,
+                     b.n_groups,
+                     act.int8 ? &qa : nullptr,
+                     transpose ? xt.data() : nullptr,
+                     job.mpad};
   Prepare(prep, runner);
   job.xt = transpose ? xt.data() : nullptr;
   if (act.int8) {

@@ -102,8 +102,8 @@ OutliersFn OutliersFor(Isa isa) {
 //   float mode: the row dequantized by DequantRowRef, dotted with each row of A.
 //   int8 mode:  y = sum_g s[n, g] * xscale[m, g] * (sum_k xq * q - z[n, g] * sum_k xq), the
 //               bracket exact in int64.
-void DenseRef(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
-              int64_t ldy, void* scratch) {
+void DenseRef(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y, int64_t ldy,
+              void* scratch) {
   const int64_t kpad = a.kpad;
   float* w = static_cast<float*>(scratch);
   auto* q = reinterpret_cast<uint8_t*>(w + kpad);

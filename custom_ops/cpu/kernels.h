@@ -57,8 +57,8 @@ size_t ScratchBytes(Isa isa, const PackedB& b, int64_t m, int64_t rows);
 size_t ScratchAvx2(const PackedB& b, int64_t m, int64_t rows);
 size_t ScratchAvx512(const PackedB& b, int64_t m, int64_t rows);
 
-void DenseRef(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
-              int64_t ldy, void* scratch);
+void DenseRef(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y, int64_t ldy,
+              void* scratch);
 // The SIMD variants; only called when IsaSupported() says so (they are absent, and these
 // declarations unused, on non-x86 builds).
 void DenseAvx2(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
@@ -67,8 +67,8 @@ void DenseAvx512(const PackedB& b, const Activations& a, int64_t n0, int64_t n1,
                  int64_t ldy, void* scratch);
 // Outliers of rows [n0, n0 + rows) added to y, from A transposed in chunks of kOutlierPad
 // rows: xt [ceil(m / kOutlierPad)][kpad][kOutlierPad], zero past m.
-using OutliersFn = void (*)(const PackedB& b, const float* xt, int64_t m, int64_t kpad,
-                            int64_t n0, int64_t rows, float* y, int64_t ldy);
+using OutliersFn = void (*)(const PackedB& b, const float* xt, int64_t m, int64_t kpad, int64_t n0,
+                            int64_t rows, float* y, int64_t ldy);
 inline constexpr int kOutlierPad = 32;
 void OutliersAvx2(const PackedB& b, const float* xt, int64_t m, int64_t kpad, int64_t n0,
                   int64_t rows, float* y, int64_t ldy);
