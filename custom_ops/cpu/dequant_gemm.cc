@@ -23,8 +23,8 @@ constexpr int64_t kMinTasks = 8;
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(Half v) { return HalfToFloat(v); }
 
-// A in int8 per group of B: xscale = max |x| / 127, xq = round(x / xscale) (half away from
-// zero), xu = xq + 128, xsum = xscale * sum xq.
+// A in int8 per group of B (kernels.h QuantizeGroupFn): xscale = max |x| / 127,
+// xq = round(x / xscale) (half to even), xu = xq + 128, xsum = xscale * sum xq.
 struct QuantizedA {
   std::vector<int8_t> xq;
   std::vector<uint8_t> xu;
@@ -33,7 +33,7 @@ struct QuantizedA {
 };
 
 void QuantizeRow(const float* x, int64_t i, int64_t kpad, int64_t group_size, int64_t ng,
-                 QuantizedA& out);
+                 QuantizeGroupFn quantize, QuantizedA& out);
 
 struct PrepJob {
   const float* x;
@@ -41,6 +41,7 @@ struct PrepJob {
   int64_t kpad;
   int64_t group_size;
   int64_t ng;
+  QuantizeGroupFn quantize;
   QuantizedA* q;  // or null
   float* xt;      // or null
   int64_t mpad;
@@ -51,7 +52,7 @@ void PrepTask(void* data, size_t task) {
   const PrepJob& job = *static_cast<const PrepJob*>(data);
   const auto i = static_cast<int64_t>(task);
   if (job.q != nullptr && i < job.m)
-    QuantizeRow(job.x, i, job.kpad, job.group_size, job.ng, *job.q);
+    QuantizeRow(job.x, i, job.kpad, job.group_size, job.ng, job.quantize, *job.q);
   if (job.xt != nullptr && i * 64 < job.kpad) {
     const int64_t k1 = std::min(job.kpad, i * 64 + 64);
     for (int64_t r = 0; r < job.m; ++r) {
@@ -63,30 +64,16 @@ void PrepTask(void* data, size_t task) {
 }
 
 void QuantizeRow(const float* x, int64_t i, int64_t kpad, int64_t group_size, int64_t ng,
-                 QuantizedA& out) {
-  {
-    for (int64_t g = 0; g < ng; ++g) {
-      const int64_t begin = g * group_size;
-      const int64_t len = std::min(group_size, kpad - begin);
-      const float* xg = x + i * kpad + begin;
-      int8_t* qg = out.xq.data() + i * kpad + begin;
-      uint8_t* ug = out.xu.data() + i * kpad + begin;
-      float amax = 0.0f;
-      for (int64_t k = 0; k < len; ++k) amax = std::max(amax, std::fabs(xg[k]));
-      const float scale = amax / 127.0f;
-      const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-      int32_t sum = 0;
-      for (int64_t k = 0; k < len; ++k) {
-        float v = std::min(std::max(xg[k] * inv, -127.0f), 127.0f);
-        v += v >= 0.0f ? 0.5f : -0.5f;
-        const int32_t q = static_cast<int32_t>(v);  // truncation: rounds half away from zero
-        qg[k] = static_cast<int8_t>(q);
-        ug[k] = static_cast<uint8_t>(q + 128);
-        sum += q;
-      }
-      out.xscale[i * ng + g] = scale;
-      out.xsum[i * ng + g] = scale * static_cast<float>(sum);
-    }
+                 QuantizeGroupFn quantize, QuantizedA& out) {
+  for (int64_t g = 0; g < ng; ++g) {
+    const int64_t begin = g * group_size;
+    const int64_t len = std::min(group_size, kpad - begin);
+    int32_t sum = 0;
+    float scale = 0.0f;
+    quantize(x + i * kpad + begin, len, out.xq.data() + i * kpad + begin,
+             out.xu.data() + i * kpad + begin, &scale, &sum);
+    out.xscale[i * ng + g] = scale;
+    out.xsum[i * ng + g] = scale * static_cast<float>(sum);
   }
 }
 
@@ -249,6 +236,7 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
                      act.kpad,
                      b.group_size,
                      b.n_groups,
+                     QuantizeGroupFor(job.isa),
                      act.int8 ? &qa : nullptr,
                      transpose ? xt.data() : nullptr,
                      job.mpad};

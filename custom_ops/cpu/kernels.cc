@@ -1,5 +1,7 @@
 #include "cpu/kernels.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -96,6 +98,33 @@ OutliersFn OutliersFor(Isa isa) {
 #endif
     default: return nullptr;
   }
+}
+
+QuantizeGroupFn QuantizeGroupFor(Isa isa) {
+  switch (isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    case Isa::kAvx2: return &QuantizeGroupAvx2;
+    case Isa::kAvx512: return &QuantizeGroupAvx512;
+#endif
+    default: return &QuantizeGroupRef;
+  }
+}
+
+void QuantizeGroupRef(const float* x, int64_t len, int8_t* q, uint8_t* u, float* scale,
+                      int32_t* sum) {
+  float amax = 0.0f;
+  for (int64_t k = 0; k < len; ++k) amax = std::max(amax, std::fabs(x[k]));
+  *scale = amax / 127.0f;
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  int32_t total = 0;
+  for (int64_t k = 0; k < len; ++k) {
+    const float v = std::min(std::max(x[k] * inv, -127.0f), 127.0f);
+    const auto c = static_cast<int32_t>(std::nearbyint(v));  // half to even
+    q[k] = static_cast<int8_t>(c);
+    u[k] = static_cast<uint8_t>(c + 128);
+    total += c;
+  }
+  *sum = total;
 }
 
 // The reference: one row of B at a time, one code at a time.

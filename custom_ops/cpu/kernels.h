@@ -77,6 +77,18 @@ void OutliersAvx512(const PackedB& b, const float* xt, int64_t m, int64_t kpad, 
 // The SIMD outlier kernel of a variant, or null for kRef (which adds outliers row by row).
 OutliersFn OutliersFor(Isa isa);
 
+// One group of a row of A to int8 (len a multiple of 32): xscale, xq, xu = xq + 128 and
+// sum xq. Every variant rounds alike (half to even), so all see the same int8 A.
+using QuantizeGroupFn = void (*)(const float* x, int64_t len, int8_t* q, uint8_t* u, float* scale,
+                                 int32_t* sum);
+void QuantizeGroupRef(const float* x, int64_t len, int8_t* q, uint8_t* u, float* scale,
+                      int32_t* sum);
+void QuantizeGroupAvx2(const float* x, int64_t len, int8_t* q, uint8_t* u, float* scale,
+                       int32_t* sum);
+void QuantizeGroupAvx512(const float* x, int64_t len, int8_t* q, uint8_t* u, float* scale,
+                         int32_t* sum);
+QuantizeGroupFn QuantizeGroupFor(Isa isa);
+
 // float16 -> float32 of n values (F16C when the CPU has it).
 void HalfToFloatAvx2(const Half* src, float* dst, int64_t n);
 

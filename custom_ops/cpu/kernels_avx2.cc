@@ -3,6 +3,7 @@
 #define ADPQ_DENSE_FN DenseAvx2
 #define ADPQ_SCRATCH_FN ScratchAvx2
 #define ADPQ_OUTLIERS_FN OutliersAvx2
+#define ADPQ_QUANT_FN QuantizeGroupAvx2
 #include "cpu/kernels_x86.inc"
 
 namespace adpq::cpu {

@@ -4,5 +4,6 @@
 #define ADPQ_DENSE_FN DenseAvx512
 #define ADPQ_SCRATCH_FN ScratchAvx512
 #define ADPQ_OUTLIERS_FN OutliersAvx512
+#define ADPQ_QUANT_FN QuantizeGroupAvx512
 #include "cpu/kernels_x86.inc"
 #endif

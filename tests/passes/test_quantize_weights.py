@@ -36,7 +36,7 @@ def _dequant(entry):
 
 
 def _quantize(model, config=None):
-    config = config or AdpQConfig(group_size=32)
+    config = config or AdpQConfig(group_size=32, outlier_dtype="float16")
     plan = QuantPlan()
     SelectMatMulsPass(config, plan)(model)
     return QuantizeWeightsPass(config, plan)(model), plan

@@ -42,7 +42,7 @@ def _dequant(entry):
 
 
 def _replace(model, config=None):
-    config = config or AdpQConfig(group_size=32)
+    config = config or AdpQConfig(group_size=32, outlier_dtype="float16")
     plan = QuantPlan()
     SelectMatMulsPass(config, plan)(model)
     QuantizeWeightsPass(config, plan)(model)
