@@ -271,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scope", default="row")
     p.add_argument("--both-outlier-dtypes", action="store_true")
     p.add_argument("--gptq", type=int, default=8, help="calibration windows (0: no GPTQ)")
+    p.add_argument("--calib-text", default=None,
+                   help="GPTQ calibration text (default: the end of --text, disjoint from the "
+                   "evaluation windows)")
     p.add_argument("--no-ort", action="store_true")
     p.add_argument("--only", default=None, help="substring filter on method names")
     p.add_argument("--real-op", action="store_true",
@@ -295,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = adpq_grid(args)
     if not args.no_ort:
-        methods += ort_grid(args, float_path, text)
+        calib = sources.read_text(args.calib_text) if args.calib_text else text
+        methods += ort_grid(args, float_path, calib)
     if args.only:
         methods = [m for m in methods if args.only in m.name]
     args.out.parent.mkdir(parents=True, exist_ok=True)
