@@ -2,7 +2,8 @@
 
 The vocabulary: a *weight* is a 2-D float initializer that is a true constant (not also a
 graph input, which a caller could override at run time); a *tied* weight is one that a
-Gather also reads (a tied embedding / lm_head).
+Gather also reads (a tied embedding / lm_head), or, when an exporter wrote the lm_head as its own
+copy, one whose data equals a Gather's table (`same_content`).
 """
 
 from __future__ import annotations
@@ -81,14 +82,84 @@ def root_initializer(value: ir.Value | None) -> ir.Value | None:
 
 
 def tied_gather(value: ir.Value | None) -> ir.Node | None:
-    """A Gather that reads the initializer behind `value` (looking through Transpose/Cast)."""
+    """A Gather that reads the initializer behind `value` as its table.
+
+    Looks through Transpose / Cast both ways: back from `value` to its initializer, then
+    forward from the initializer to the Gather, since exporters write a tied table either as
+    ``Gather(W)`` with ``MatMul(x, Transpose(W))`` or, like onnxruntime-genai's model builder,
+    as ``MatMul(x, W)`` with ``Gather(Transpose(W))``.
+    """
     init = root_initializer(value)
-    if init is None:
-        return None
-    for use in init.uses():
-        if use.node.op_type == "Gather":
-            return use.node
+    return None if init is None else _gather_reading(init, depth=4)
+
+
+def _gather_reading(value: ir.Value, depth: int) -> ir.Node | None:
+    for use in value.uses():
+        node = use.node
+        if node.op_type == "Gather" and use.idx == 0:
+            return node
+        if depth > 0 and node.op_type in _VIEW_OPS and node.domain in ("", "ai.onnx"):
+            found = _gather_reading(node.outputs[0], depth - 1)
+            if found is not None:
+                return found
     return None
+
+
+def gather_tables(graph: ir.Graph) -> list[ir.Value]:
+    """The 2-D float initializers that some Gather reads as its table (directly or through
+    Transpose / Cast), in graph order, each once: the embedding tables."""
+    tables: dict[int, ir.Value] = {}
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or not node.inputs:
+            continue
+        init = root_initializer(node.inputs[0])
+        if init is not None and is_float_weight(init):
+            tables.setdefault(id(init), init)
+    return list(tables.values())
+
+
+# Rows of the table compared before the full compare of a same-shaped candidate.
+_SAMPLED_ROWS = 8
+# Rows per slice of the full compare, so that it never materialises a whole transpose.
+_COMPARE_ROWS = 1024
+
+
+def same_content(weight: ir.Value, table: ir.Value) -> bool:
+    """Whether B[K, N] holds exactly the bytes of a table [N, K] transposed, or of [K, N].
+
+    Cheap for the common case of no tie: shapes and dtypes first, then a few sampled rows,
+    and only then the whole tensor, compared bit for bit in slices.
+    """
+    if weight is table or weight.dtype != table.dtype:
+        return False
+    if weight.shape is None or table.shape is None:
+        return False
+    if weight.const_value is None or table.const_value is None:
+        return False
+    k, n = weight.shape.dims
+    v, d = table.shape.dims
+    orientations = [t for t, ok in ((True, (v, d) == (n, k)), (False, (v, d) == (k, n))) if ok]
+    if not orientations:
+        return False
+    b = _bits(weight.const_value.numpy())
+    t = _bits(table.const_value.numpy())
+    for transposed in orientations:
+        view = b.T if transposed else b
+        rows = np.unique(np.linspace(0, v - 1, num=min(v, _SAMPLED_ROWS)).astype(np.int64))
+        if not np.array_equal(view[rows], t[rows]):
+            continue
+        if all(
+            np.array_equal(view[i : i + _COMPARE_ROWS], t[i : i + _COMPARE_ROWS])
+            for i in range(0, v, _COMPARE_ROWS)
+        ):
+            return True
+    return False
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    """The array's elements as unsigned integers of the same width (exact, NaN-safe compare)."""
+    array = np.asarray(array)
+    return array.view(f"u{array.dtype.itemsize}")
 
 
 def transpose_perm(node: ir.Node) -> list[int] | None:

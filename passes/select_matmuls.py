@@ -29,7 +29,10 @@ class SelectMatMulsPass(ir.passes.InPlacePass):
         3. A weight read by several MatMuls gets one plan entry listing them all, so it is
            quantized once and its packed tensors are shared.
         4. A weight that a Gather also reads (tied embedding) is skipped unless
-           ``config.quantize_embeddings`` (then the Gather keeps the float copy).
+           ``config.quantize_embeddings`` (then the Gather keeps the float copy). So is a
+           weight whose data equals a Gather's table, transposed or not (an exporter that
+           wrote the tied lm_head as its own copy, like torch.onnx's legacy exporter): shapes
+           and dtypes are compared first, then sampled rows, then every byte.
         5. MatMul and Gemm nodes inside If/Loop/Scan bodies are skipped. Every MatMul not
            selected is recorded in ``plan.skipped`` with its reason.
     """
@@ -38,10 +41,15 @@ class SelectMatMulsPass(ir.passes.InPlacePass):
         super().__init__()
         self.config = config
         self.plan = plan
+        # Per run: the Gather tables (found on first need) and each weight's content tie.
+        self._graph: ir.Graph | None = None
+        self._tables: list[ir.Value] | None = None
+        self._content_ties: dict[str, ir.Value | None] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.plan.forget(_STAGE)
         self.plan.weights.clear()
+        self._graph, self._tables, self._content_ties = model.graph, None, {}
         for node in ir.traversal.RecursiveGraphIterator(model.graph):
             if node.op_type not in ("MatMul", "Gemm") or node.domain not in ("", "ai.onnx"):
                 continue
@@ -75,9 +83,25 @@ class SelectMatMulsPass(ir.passes.InPlacePass):
         k, n = weight.shape.numpy()
         if k * n < cfg.min_size:
             return f"too small ({k * n} < min_size={cfg.min_size})"
-        if not cfg.quantize_embeddings and _match.tied_gather(weight) is not None:
-            return "shared with Gather (tied embedding)"
+        if not cfg.quantize_embeddings:
+            if _match.tied_gather(weight) is not None:
+                return "shared with Gather (tied embedding)"
+            table = self._content_tie(weight)
+            if table is not None:
+                return f"tied to embedding {table.name} (by content)"
         return None
+
+    def _content_tie(self, weight: ir.Value) -> ir.Value | None:
+        """The Gather table whose data `weight` repeats (once per weight, tables found once)."""
+        assert weight.name is not None
+        if weight.name not in self._content_ties:
+            if self._tables is None:
+                assert self._graph is not None
+                self._tables = _match.gather_tables(self._graph)
+            self._content_ties[weight.name] = next(
+                (t for t in self._tables if _match.same_content(weight, t)), None
+            )
+        return self._content_ties[weight.name]
 
     def _skip(self, node: ir.Node, reason: str, weight: ir.Value | None = None) -> None:
         if weight is None and len(node.inputs) > 1 and node.inputs[1] is not None:

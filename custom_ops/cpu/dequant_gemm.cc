@@ -14,8 +14,6 @@
 namespace adpq::cpu {
 namespace {
 
-// Rows of A from which the outliers use a transposed copy of A (a vector loop over m).
-constexpr int64_t kTransposeM = 8;
 // Multiply-adds a task aims for: about 10-50 us in int8 mode, a little more in float.
 constexpr int64_t kTaskMacs = int64_t{1} << 20;
 constexpr int64_t kMinTasks = 8;
@@ -158,10 +156,10 @@ void RunTile(void* data, size_t tile) {
   }
   job.dense(b, a, n0, n0 + rows, y, ldy, scratch);
 
-  if (job.xt != nullptr) {
-    job.outliers(b, job.xt, a.m, a.kpad, n0, rows, y, ldy);
+  if (job.outliers != nullptr) {
+    job.outliers(b, job.xt != nullptr ? job.xt : a.x, a.m, a.kpad, n0, rows, y, ldy);
   }
-  for (int64_t r = 0; r < rows && job.xt == nullptr; ++r) {
+  for (int64_t r = 0; r < rows && job.outliers == nullptr; ++r) {
     const int64_t n = n0 + r;
     if (b.outlier_int8) {
       AddRowOutliers(b, a, n, static_cast<const int8_t*>(b.outlier_val),
@@ -224,7 +222,7 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
   thread_local std::vector<float> xt;
   job.outliers = OutliersFor(job.isa);
   job.mpad = (m + kOutlierPad - 1) / kOutlierPad * kOutlierPad;
-  const bool transpose = m >= kTransposeM && b.nnz > 0 && job.outliers != nullptr;
+  const bool transpose = m >= kOutlierPad && b.nnz > 0 && job.outliers != nullptr;
   if (transpose) {
     xt.resize(static_cast<size_t>(act.kpad * job.mpad));
     // Only the padding rows of the last chunk need zeros; the rest is overwritten.

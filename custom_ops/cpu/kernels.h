@@ -66,7 +66,8 @@ void DenseAvx2(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, f
 void DenseAvx512(const PackedB& b, const Activations& a, int64_t n0, int64_t n1, float* y,
                  int64_t ldy, void* scratch);
 // Outliers of rows [n0, n0 + rows) added to y, from A transposed in chunks of kOutlierPad
-// rows: xt [ceil(m / kOutlierPad)][kpad][kOutlierPad], zero past m.
+// rows: xt [ceil(m / kOutlierPad)][kpad][kOutlierPad], zero past m; or, when
+// m < kOutlierPad, xt is A itself [m, kpad].
 using OutliersFn = void (*)(const PackedB& b, const float* xt, int64_t m, int64_t kpad, int64_t n0,
                             int64_t rows, float* y, int64_t ldy);
 inline constexpr int kOutlierPad = 32;

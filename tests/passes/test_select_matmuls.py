@@ -179,3 +179,136 @@ def test_empty_graph(build) -> None:
     model = build([], [("x", FLOAT, [1])], [("x", FLOAT, [1])])
     plan = _select(model)
     assert not plan.weights and not plan.skipped
+
+
+def _embedding_and_head(build, table, head, *, via_transpose=False):
+    """Gather(table, ids) and logits = x · head: an embedding and an lm_head weight."""
+    gather_in = "T" if via_transpose else "E"
+    nodes = [helper.make_node("MatMul", ["x", "H"], ["y"], name="lm_head")]
+    if via_transpose:
+        nodes.insert(0, helper.make_node("Transpose", ["E"], ["T"], perm=[1, 0]))
+    nodes.insert(0, helper.make_node("Gather", [gather_in, "ids"], ["g"], name="embed"))
+    inits = {"E": table} if head is None else {"E": table, "H": head}
+    return build(
+        nodes,
+        [("x", FLOAT, None), ("ids", INT64, [1])],
+        [("y", FLOAT, None), ("g", FLOAT, None)],
+        inits,
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_skips_lm_head_that_copies_the_embedding_transposed(build, rng, dtype) -> None:
+    # torch.onnx's legacy exporter writes a tied lm_head as its own [d, V] copy of the table.
+    table = rng.standard_normal((48, 16)).astype(dtype)
+    model = _embedding_and_head(build, table, np.ascontiguousarray(table.T))
+    plan = _select(model)
+    assert not plan.weights
+    assert _reasons(plan) == ["tied to embedding E (by content)"]
+    assert list(_select(model, AdpQConfig(quantize_embeddings=True)).weights) == ["H"]
+
+
+def test_skips_lm_head_that_copies_a_transposed_table(build, rng) -> None:
+    # The table is gathered through a Transpose, the head is a same-shaped copy of it.
+    table = rng.standard_normal((16, 48)).astype(np.float32)
+    model = _embedding_and_head(build, table, table.copy(), via_transpose=True)
+    assert _reasons(_select(model)) == ["tied to embedding E (by content)"]
+
+
+def test_square_copy_is_found_in_either_orientation(build, rng) -> None:
+    table = rng.standard_normal((32, 32)).astype(np.float32)
+    for head in (table.copy(), np.ascontiguousarray(table.T)):
+        model = _embedding_and_head(build, table, head)
+        assert _reasons(_select(model)) == ["tied to embedding E (by content)"]
+
+
+@pytest.mark.parametrize("where", ["sampled row", "other row"])
+def test_near_copy_of_the_embedding_is_quantized(build, rng, where) -> None:
+    table = rng.standard_normal((48, 16)).astype(np.float32)
+    head = np.ascontiguousarray(table.T)
+    # Row 0 is among the sampled rows; row 1 is only seen by the full compare.
+    head[3, 0 if where == "sampled row" else 1] += 1e-3
+    plan = _select(_embedding_and_head(build, table, head))
+    assert list(plan.weights) == ["H"] and not plan.skipped
+
+
+def test_content_tie_needs_the_same_dtype(build, rng) -> None:
+    table = rng.standard_normal((48, 16)).astype(np.float32)
+    head = np.ascontiguousarray(table.T).astype(np.float16)
+    nodes = [
+        helper.make_node("Gather", ["E", "ids"], ["g"], name="embed"),
+        helper.make_node("MatMul", ["x", "H"], ["y"], name="lm_head"),
+    ]
+    model = build(
+        nodes,
+        [("x", FLOAT16, None), ("ids", INT64, [1])],
+        [("y", FLOAT16, None), ("g", FLOAT, None)],
+        {"E": table, "H": head},
+    )
+    assert list(_select(model).weights) == ["H"]
+
+
+def test_skips_weight_gathered_through_a_transpose(build, rng) -> None:
+    # onnxruntime-genai's builder, tied float: MatMul(x, W[d, V]) and Gather(Transpose(W)).
+    w = rng.standard_normal((16, 48)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["W"], ["T"], perm=[1, 0]),
+        helper.make_node("Gather", ["T", "ids"], ["g"], name="embed"),
+        helper.make_node("MatMul", ["x", "W"], ["y"], name="lm_head"),
+    ]
+    model = build(
+        nodes,
+        [("x", FLOAT, None), ("ids", INT64, [1])],
+        [("y", FLOAT, None), ("g", FLOAT, None)],
+        {"W": w},
+    )
+    assert _reasons(_select(model)) == ["shared with Gather (tied embedding)"]
+    assert list(_select(model, AdpQConfig(quantize_embeddings=True)).weights) == ["W"]
+
+
+def test_gather_indices_are_not_a_table(build, rng) -> None:
+    # A weight that only reaches a Gather's indices input is no embedding.
+    w = rng.standard_normal((4, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Cast", ["W"], ["i"], to=INT64),
+        helper.make_node("Gather", ["D", "i"], ["g"]),
+        helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
+    ]
+    model = build(
+        nodes,
+        [("x", FLOAT, None)],
+        [("y", FLOAT, None), ("g", FLOAT, None)],
+        {"W": w, "D": np.ones((8, 2), np.float32)},
+    )
+    assert list(_select(model).weights) == ["W"]
+
+
+def test_skips_matmul_in_loop_body(build, rng) -> None:
+    # The body reads W from the outer scope; the main-graph MatMul on W is still chosen.
+    w = rng.standard_normal((2, 2)).astype(np.float32)
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["h_in", "W"], ["h_out"], name="inner"),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", INT64, []),
+            helper.make_tensor_value_info("cond_in", BOOL, []),
+            helper.make_tensor_value_info("h_in", FLOAT, [1, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", BOOL, []),
+            helper.make_tensor_value_info("h_out", FLOAT, [1, 2]),
+        ],
+    )
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h0"], name="outer"),
+        helper.make_node("Loop", ["n", "", "h0"], ["y"], body=body),
+    ]
+    model = build(nodes, [("n", INT64, []), ("x", FLOAT, [1, 2])], [("y", FLOAT, None)], {"W": w})
+    plan = _select(model)
+    assert [n.name for n in plan.weights["W"].nodes] == ["outer"]
+    assert [(s.node, s.reason) for s in plan.skipped] == [
+        ("inner", "inside a subgraph (If/Loop/Scan body)")
+    ]
