@@ -177,3 +177,232 @@ def test_legacy_export_of_a_real_llama(tmp_path) -> None:
     got = make_session(out).run(["logits"], feeds)[0].astype(np.float64)
     # Measured 0.065 for the default 4-bit config (docs/EXPORTERS.md).
     assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.15
+
+
+# --- onnxruntime-genai's model builder ----------------------------------------------------
+
+_GENAI_MISSING = (
+    "onnxruntime_genai is not importable (pip install --no-deps onnxruntime-genai into a "
+    "separate --target on PYTHONPATH, so that it does not replace onnxruntime)"
+)
+
+
+def _tiny_llama_folder(folder: Path, tied: bool) -> None:
+    """A random-weight Llama (head_size 16, which ORT's CPU GroupQueryAttention needs) and
+    a word-level tokenizer, saved as a Hugging Face folder for the builder."""
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=tied,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"t{i}": i for i in range(3, 256)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    ).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module", params=["fp32-tied", "fp32-untied", "fp16-tied", "fp16-untied"])
+def genai_model(request, tmp_path_factory) -> tuple[Path, bool]:
+    """(model.onnx written by the builder, whether the model ties lm_head to the embedding)."""
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        pytest.skip(_GENAI_MISSING)
+    precision, tie = request.param.split("-")
+    root = tmp_path_factory.mktemp(f"genai-{request.param}")
+    _tiny_llama_folder(root / "hf", tied=tie == "tied")
+    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(root / "hf")]
+    cmd += ["-o", str(root / "out"), "-p", precision, "-e", "cpu", "-c", str(root / "cache")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "out" / "model.onnx", tie == "tied"
+
+
+def _genai_feeds(path: Path, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """input_ids, an all-ones mask, position_ids where asked, and an empty KV cache, for
+    the builder's model at `path` (its genai_config.json gives the cache's shape)."""
+    head = json.loads((path.parent / "genai_config.json").read_text())["model"]["decoder"]
+    feeds: dict[str, np.ndarray] = {}
+    for value in onnx.load(path, load_external_data=False).graph.input:
+        t = value.type.tensor_type
+        if value.name == "input_ids":
+            feeds[value.name] = ids
+        elif value.name == "attention_mask":
+            feeds[value.name] = np.ones_like(ids)
+        elif value.name == "position_ids":
+            feeds[value.name] = np.arange(ids.shape[1], dtype=np.int64)[None]
+        elif value.name.startswith("past_key_values."):
+            shape = (ids.shape[0], head["num_key_value_heads"], 0, head["head_size"])
+            feeds[value.name] = np.zeros(shape, helper.tensor_dtype_to_np_dtype(t.elem_type))
+        else:
+            raise AssertionError(f"unexpected genai input {value.name}")
+    return feeds
+
+
+@pytest.mark.slow
+@pytest.mark.requires_custom_ops
+def test_genai_builder_model_optimizes_and_runs(tmp_path, genai_model) -> None:
+    import onnxruntime as ort
+
+    from adpq_onnx import make_session
+
+    model, tied = genai_model
+    out = tmp_path / "q.onnx"
+    report = pipeline.optimize_file(model, out, AdpQConfig(bits=8, group_size=32))
+    graph = onnx.load(model, load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    matmuls = {n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights}
+    quantized = {n for layer in report.layers for n in layer.nodes}
+    # The builder writes plain MatMul(x, W[K, N]); a tied lm_head is MatMul(x, W) with
+    # Gather(Transpose(W)) for the embedding, which stays float.
+    if tied:
+        assert matmuls - quantized == {"/lm_head/MatMul"}
+        assert [(s.node, s.reason) for s in report.skipped] == [
+            ("/lm_head/MatMul", "shared with Gather (tied embedding)")
+        ]
+    else:
+        assert quantized == matmuls and not report.skipped
+    ids = np.random.default_rng(0).integers(3, 256, size=(1, 16), dtype=np.int64)
+    feeds = _genai_feeds(model, ids)  # the optimized model keeps the builder's inputs
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    want = ref.run(["logits"], feeds)[0].astype(np.float64)
+    got = make_session(out).run(["logits"], feeds)[0].astype(np.float64)
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.02
+
+
+# --- graph shapes the selection skips, or quantizes once, end to end -----------------------
+
+F32, I64, BOOL = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64, onnx.TensorProto.BOOL
+_NBITS = AdpQConfig(bits=8, group_size=32, outlier_ratio=0.0, target="matmulnbits")
+OUT = ["d0", "d1"]  # graph outputs: a rank is all the checker wants
+
+
+def _save(tmp_path: Path, nodes, inputs, outputs, inits) -> Path:  # type: ignore[no-untyped-def]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(*i) for i in inputs],
+        [helper.make_tensor_value_info(*o) for o in outputs],
+        [numpy_helper.from_array(a, n) for n, a in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    onnx.checker.check_model(model)
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def _optimize_and_verify(tmp_path: Path, path: Path) -> tuple[Report, onnx.ModelProto]:
+    out = tmp_path / "q.onnx"
+    report = pipeline.optimize_file(path, out, _NBITS)
+    result = pipeline.verify(path, out, _NBITS)
+    assert all(e["rel_error"] < 0.02 for e in result.outputs.values()), result.outputs
+    return report, onnx.load(out)
+
+
+def _weight(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    return (rng.standard_normal(shape) / np.sqrt(shape[-2])).astype(np.float32)
+
+
+def test_matmul_in_if_branch_is_skipped_and_still_runs(tmp_path, rng) -> None:
+    def branch(name: str, weight: str) -> onnx.GraphProto:
+        return helper.make_graph(
+            [helper.make_node("MatMul", ["h", weight], [f"{name}_y"], name=f"{name}/MatMul")],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_y", F32, [1, 64])],
+        )
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "W0"], ["h"], name="main/MatMul"),
+        helper.make_node(
+            "If", ["c"], ["y"], then_branch=branch("then", "W1"), else_branch=branch("else", "W2")
+        ),
+    ]
+    inits = {f"W{i}": _weight(rng, 64, 64) for i in range(3)}
+    path = _save(tmp_path, nodes, [("c", BOOL, []), ("x", F32, [1, 64])], [("y", F32, OUT)], inits)
+    report, quantized = _optimize_and_verify(tmp_path, path)
+    assert [layer.name for layer in report.layers] == ["W0"]
+    assert sorted((s.node, s.weight, s.reason) for s in report.skipped) == [
+        ("else/MatMul", "W2", "inside a subgraph (If/Loop/Scan body)"),
+        ("then/MatMul", "W1", "inside a subgraph (If/Loop/Scan body)"),
+    ]
+    # The branches still read their float weights from the outer scope.
+    assert {"W1", "W2"} <= {i.name for i in quantized.graph.initializer}
+
+
+def test_matmul_in_loop_body_is_skipped_and_still_runs(tmp_path, rng) -> None:
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["h_in", "W"], ["h_out"], name="body/MatMul"),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", I64, []),
+            helper.make_tensor_value_info("cond_in", BOOL, []),
+            helper.make_tensor_value_info("h_in", F32, [1, 64]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", BOOL, []),
+            helper.make_tensor_value_info("h_out", F32, [1, 64]),
+        ],
+    )
+    nodes = [
+        # The same weight outside and inside the body: quantized for the outer MatMul only.
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="main/MatMul"),
+        helper.make_node("Loop", ["n", "", "h"], ["y"], body=body),
+    ]
+    inputs = [("n", I64, []), ("x", F32, [1, 64])]
+    path = _save(tmp_path, nodes, inputs, [("y", F32, OUT)], {"W": _weight(rng, 64, 64)})
+    report, quantized = _optimize_and_verify(tmp_path, path)
+    assert [(layer.name, layer.nodes) for layer in report.layers] == [("W", ("main/MatMul",))]
+    assert [(s.node, s.reason) for s in report.skipped] == [
+        ("body/MatMul", "inside a subgraph (If/Loop/Scan body)")
+    ]
+    assert "W" in {i.name for i in quantized.graph.initializer}
+
+
+def test_3d_weight_is_skipped_with_its_shape(tmp_path, rng) -> None:
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="proj/MatMul"),
+        helper.make_node("MatMul", ["h", "W3"], ["y"], name="batched/MatMul"),
+    ]
+    inits = {"W": _weight(rng, 64, 64), "W3": _weight(rng, 2, 64, 32)}
+    path = _save(tmp_path, nodes, [("x", F32, [2, 1, 64])], [("y", F32, ["a", "b", "c"])], inits)
+    report, _ = _optimize_and_verify(tmp_path, path)
+    assert [layer.name for layer in report.layers] == ["W"]
+    assert [(s.node, s.weight, s.reason) for s in report.skipped] == [
+        ("batched/MatMul", "W3", "B is not 2-D (shape [2,64,32])")
+    ]
+
+
+def test_shared_weight_is_quantized_once(tmp_path, rng) -> None:
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["h"], name="first/MatMul"),
+        helper.make_node("MatMul", ["h", "W"], ["y"], name="second/MatMul"),
+    ]
+    path = _save(
+        tmp_path, nodes, [("x", F32, [1, 64])], [("y", F32, OUT)], {"W": _weight(rng, 64, 64)}
+    )
+    report, quantized = _optimize_and_verify(tmp_path, path)
+    assert [(layer.name, layer.nodes) for layer in report.layers] == [
+        ("W", ("first/MatMul", "second/MatMul"))
+    ]
+    ops = [n for n in quantized.graph.node if n.op_type == "MatMulNBits"]
+    assert len(ops) == 2 and ops[0].input[1:] == ops[1].input[1:]
+    packed = [i for i in quantized.graph.initializer if i.name in ops[0].input[1:]]
+    assert len(packed) == len([n for n in ops[0].input[1:] if n])
+    assert "W" not in {i.name for i in quantized.graph.initializer}
