@@ -116,6 +116,8 @@ class AdpQConfig:
         min_size: Weights with fewer elements are left alone.
         target: ``adpq`` writes AdpQMatMul nodes (needs the op library); ``matmulnbits``
             writes stock ORT com.microsoft MatMulNBits with outliers folded into the grid.
+        accuracy_level: Written on each AdpQMatMul node, as in ORT's MatMulNBits: 0 computes
+            in float32; 4 lets the CPU kernel quantize activations to int8 per group (VNNI).
         quantize_embeddings: Also quantize MatMuls whose weight is shared with a Gather
             (a tied embedding / lm_head). Off by default: embeddings stay at full precision.
         rules: Per-layer overrides; the first `Rule` whose pattern matches a weight (or one
@@ -135,6 +137,7 @@ class AdpQConfig:
     exclude: str | None = None
     min_size: int = 0
     target: Target = "adpq"
+    accuracy_level: int = 0
     quantize_embeddings: bool = False
     rules: tuple[Rule, ...] = ()
 
@@ -194,6 +197,8 @@ class AdpQConfig:
                     re.compile(pattern)
                 except re.error as exc:
                     raise ConfigError(f"{name}={pattern!r} is not a valid regex: {exc}") from None
+        if self.accuracy_level not in (0, 4):
+            raise ConfigError(f"accuracy_level={self.accuracy_level} must be 0 or 4")
         if self.min_size < 0:
             raise ConfigError(f"min_size={self.min_size} must be >= 0")
 

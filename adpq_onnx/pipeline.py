@@ -56,7 +56,7 @@ def build_pipeline(
     replace: ir.passes.InPlacePass = (
         ReplaceMatMulWithMatMulNBitsPass(plan)
         if config.target == "matmulnbits"
-        else ReplaceMatMulWithAdpQPass(plan)
+        else ReplaceMatMulWithAdpQPass(plan, config.accuracy_level)
     )
     return ir.passes.PassManager(
         [

@@ -23,9 +23,10 @@ class ReplaceMatMulWithAdpQPass(ir.passes.InPlacePass):
            (and any Cast feeding B) are left dead for `CleanupPass`.
     """
 
-    def __init__(self, plan: QuantPlan) -> None:
+    def __init__(self, plan: QuantPlan, accuracy_level: int = 0) -> None:
         super().__init__()
         self.plan = plan
+        self.accuracy_level = accuracy_level
 
     def requires(self, model: ir.Model) -> None:
         for entry in self.plan.weights.values():
@@ -54,7 +55,10 @@ class ReplaceMatMulWithAdpQPass(ir.passes.InPlacePass):
             inputs.append(bias)  # optional: an empty slot when only outlier_scale follows
         if "outlier_scale" in entry.inputs:
             inputs.append(entry.inputs["outlier_scale"])
-        new = ir.node(spec.OP_TYPE, inputs, entry.attrs, domain=spec.DOMAIN, name=node.name)
+        attrs = dict(entry.attrs)
+        if self.accuracy_level:
+            attrs["accuracy_level"] = self.accuracy_level
+        new = ir.node(spec.OP_TYPE, inputs, attrs, domain=spec.DOMAIN, name=node.name)
         old_nodes = [node] if add is None else [node, add]
         ir.convenience.replace_nodes_and_values(
             graph, node, old_nodes, [new], old_nodes[-1].outputs, new.outputs

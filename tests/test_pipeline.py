@@ -336,3 +336,23 @@ def test_ort_session_matches_reference(tmp_path, float_model, x, config) -> None
     got = library.make_session(str(dst)).run(OUTPUTS, {"x": x})
     for a, b in zip(got, _outputs(onnx.load(dst), x), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.requires_custom_ops
+def test_accuracy_level_is_written_and_stays_close(float_model, x) -> None:
+    """accuracy_level=4 (int8 activations in the CPU kernel) is recorded on every node and
+    costs little: within 3 % of the float32-compute result, relative to the output's range."""
+    from adpq_onnx.ops import library
+
+    exact = pipeline.optimize(float_model, AdpQConfig())
+    fast = pipeline.optimize(float_model, AdpQConfig(accuracy_level=4))
+    levels = [
+        {a.name: a.i for a in n.attribute}.get("accuracy_level")
+        for n in fast.graph.node
+        if n.op_type == spec.OP_TYPE
+    ]
+    assert levels and set(levels) == {4}
+    want = library.make_session(exact).run(OUTPUTS, {"x": x})
+    got = library.make_session(fast).run(OUTPUTS, {"x": x})
+    for a, b in zip(got, want, strict=True):
+        assert np.abs(a - b).max() <= 0.03 * np.abs(b).max()

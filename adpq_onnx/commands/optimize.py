@@ -43,6 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--outlier-mode", metavar=_choices(_config.OutlierMode))
     p.add_argument("--outlier-dtype", metavar=_choices(_config.OutlierDtype))
     p.add_argument("--range-search", type=int, metavar="N", help="grid shrink candidates")
+    p.add_argument(
+        "--accuracy-level",
+        type=int,
+        metavar="{0,4}",
+        help="4: int8 activations in the CPU kernel (faster, slightly less exact); default 0",
+    )
     p.add_argument("--include", metavar="REGEX", help="only weights/nodes matching")
     p.add_argument("--exclude", metavar="REGEX", help="leave weights/nodes matching")
     p.add_argument("--min-size", type=int, metavar="ELEMENTS", help="leave smaller weights")

@@ -48,6 +48,7 @@ class AdpQMatMul(OpRun):
         N=None,  # noqa: N803
         bits=None,
         block_size=None,
+        accuracy_level=None,  # a speed hint for kernels; the spec is the float32 result
     ):
         pw = PackedWeight(
             k=int(K),

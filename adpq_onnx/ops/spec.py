@@ -9,8 +9,9 @@
     outlier_scale float16 [N]           optional; required when outlier_val is int8
     Y            T      [..., N]        Y = A · B + bias
 
-    attributes: K, N, bits (2|3|4|8), block_size (the group size) — named as in ORT's
-    com.microsoft.MatMulNBits so that readers can carry over what they know.
+    attributes: K, N, bits (2|3|4|8), block_size (the group size), optional accuracy_level
+    (0: float32 compute; 4: the CPU kernel may quantize A to int8 per group) — named as in
+    ORT's com.microsoft.MatMulNBits so that readers can carry over what they know.
 
 The domain string is the same constant in custom_ops/include/adpq/format.h (kAdpqDomain);
 tests/custom_ops/test_domain.py runs a one-node model to check that they agree.
@@ -35,3 +36,4 @@ INPUTS = (
 )
 PACKED_INPUTS = INPUTS[1:7]
 ATTRIBUTES = ("K", "N", "bits", "block_size")
+OPTIONAL_ATTRIBUTES = ("accuracy_level",)
