@@ -43,6 +43,7 @@ struct PrepJob {
   QuantizedA* q;  // or null
   float* xt;      // or null
   int64_t mpad;
+  float* xp;  // A permuted for the AVX-512 float kernel (kernels.h PermuteRowX), or null
 };
 
 // Task i of the preparation: quantizes row i of A, and transposes columns [64i, 64i + 64).
@@ -51,6 +52,8 @@ void PrepTask(void* data, size_t task) {
   const auto i = static_cast<int64_t>(task);
   if (job.q != nullptr && i < job.m)
     QuantizeRow(job.x, i, job.kpad, job.group_size, job.ng, job.quantize, *job.q);
+  if (job.xp != nullptr && i < job.m)
+    PermuteRowX(job.x + i * job.kpad, job.kpad, job.group_size, job.xp + i * job.kpad);
   if (job.xt != nullptr && i * 64 < job.kpad) {
     const int64_t k1 = std::min(job.kpad, i * 64 + 64);
     for (int64_t r = 0; r < job.m; ++r) {
@@ -82,7 +85,8 @@ void Prepare(const PrepJob& job, const ParallelRunner& runner) {
     job.q->xscale.resize(static_cast<size_t>(job.m * job.ng));
     job.q->xsum.resize(static_cast<size_t>(job.m * job.ng));
   }
-  const int64_t tasks = std::max(job.q ? job.m : 0, job.xt ? (job.kpad + 63) / 64 : 0);
+  const int64_t rows = job.q != nullptr || job.xp != nullptr ? job.m : 0;
+  const int64_t tasks = std::max(rows, job.xt ? (job.kpad + 63) / 64 : 0);
   if (tasks > 0) runner.Run(static_cast<size_t>(tasks), &PrepTask, const_cast<PrepJob*>(&job));
 }
 
@@ -220,6 +224,9 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
   // the work.
   thread_local QuantizedA qa;
   thread_local std::vector<float> xt;
+  thread_local std::vector<float> xp;
+  const bool permute = UsesPermutedX(job.isa, b.bits, act.int8);
+  if (permute) xp.resize(static_cast<size_t>(m * act.kpad));
   job.outliers = OutliersFor(job.isa);
   job.mpad = (m + kOutlierPad - 1) / kOutlierPad * kOutlierPad;
   const bool transpose = m >= kOutlierPad && b.nnz > 0 && job.outliers != nullptr;
@@ -237,8 +244,10 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
                      QuantizeGroupFor(job.isa),
                      act.int8 ? &qa : nullptr,
                      transpose ? xt.data() : nullptr,
-                     job.mpad};
+                     job.mpad,
+                     permute ? xp.data() : nullptr};
   Prepare(prep, runner);
+  if (permute) act.xp = xp.data();
   job.xt = transpose ? xt.data() : nullptr;
   if (act.int8) {
     act.xq = qa.xq.data();

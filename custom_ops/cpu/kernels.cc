@@ -110,6 +110,24 @@ QuantizeGroupFn QuantizeGroupFor(Isa isa) {
   }
 }
 
+bool UsesPermutedX(Isa isa, int bits, bool int8) {
+  return isa == Isa::kAvx512 && !int8 && bits <= 4;
+}
+
+void PermuteRowX(const float* x, int64_t kpad, int64_t group_size, float* xp) {
+  const int64_t nblocks = kpad / kBlock;
+  const int64_t per_group = group_size / kBlock;
+  for (int64_t g0 = 0; g0 < nblocks; g0 += per_group) {
+    const int64_t end = std::min(g0 + per_group, nblocks);
+    for (int64_t blk = g0; blk < end; blk += 2) {
+      const int64_t k0 = blk * kBlock;
+      const int64_t lanes = blk + 2 <= end ? 16 : 8;
+      for (int64_t s = 0; s < 4; ++s)
+        for (int64_t d = 0; d < lanes; ++d) xp[k0 + lanes * s + d] = x[k0 + 4 * d + s];
+    }
+  }
+}
+
 void QuantizeGroupRef(const float* x, int64_t len, int8_t* q, uint8_t* u, float* scale,
                       int32_t* sum) {
   float amax = 0.0f;

@@ -46,7 +46,16 @@ struct Activations {
   const uint8_t* xu = nullptr;    // int8 mode: xq + 128 [m, kpad]
   const float* xscale = nullptr;  // int8 mode: [m, n_groups]
   const float* xsum = nullptr;    // float: sum x per group; int8: xscale * sum xq; [m, n_groups]
+  const float* xp = nullptr;      // float mode, when UsesPermutedX: PermuteRowX(x) [m, kpad]
 };
+
+// The AVX-512 float kernel for bits <= 4 dequantizes 16 codes with one table lookup (vpermps)
+// and reads A in the order the lookups produce: within each group of B, blocks are taken in
+// pairs from the group's first block (a last odd block alone), and for a pair starting at
+// k0 = 32 * blk,  xp[k0 + 16 s + d] = x[k0 + 4 d + s]  (s < 4, d < 16); for a lone block,
+// xp[k0 + 8 s + d] = x[k0 + 4 d + s]  (s < 4, d < 8).
+bool UsesPermutedX(Isa isa, int bits, bool int8);
+void PermuteRowX(const float* x, int64_t kpad, int64_t group_size, float* xp);
 
 // Dense part of rows [n0, n1) of Y^T for every row of A: y[i * ldy + (n - n0)] for i < m.
 // Needs ScratchBytes(isa, b, m, n1 - n0) bytes of scratch.

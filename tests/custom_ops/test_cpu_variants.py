@@ -117,6 +117,25 @@ def test_float_mode_matches_numpy(adpq, rng, monkeypatch, variant, bits, m):
     assert_close(y, reference.adpq_matmul(a, pw), MAX_REL_ERR_FLOAT)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("level", [0, 4])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize(("k", "group_size"), [(96, 96), (200, 96), (352, 160), (416, 128),
+                                               (31, 32), (1000, 256)])
+def test_block_pairs_and_odd_blocks(adpq, rng, monkeypatch, variant, level, bits, k, group_size):
+    # The AVX-512 kernels take the blocks of a group two at a time, a last odd block alone (odd
+    # blocks per group: 96, 160; a short last group: K = 200, 352, 1000; one block: K = 31).
+    pw = adpq.quantized(rng, k, 13, bits, group_size, 0.01)
+    model, feeds = adpq.one_node_model(np.float32, adpq.node_inputs(pw, None), adpq.attrs_of(pw))
+    model = with_level(model, level)
+    session = adpq.session(model)
+    for m in (1, 3, 5, 9):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        ref = run_variant(monkeypatch, session, {"A": a, **feeds}, "ref")
+        y = run_variant(monkeypatch, session, {"A": a, **feeds}, variant)
+        assert_close(y, ref, MAX_REL_ERR_INT8 if level == 4 else MAX_REL_ERR_FLOAT)
+
+
 @pytest.mark.parametrize("variant", ["ref", *VARIANTS])
 @pytest.mark.parametrize("m", [1, 16])
 def test_int8_activations_accuracy(adpq, rng, monkeypatch, variant, m):
