@@ -100,10 +100,18 @@ def dequantized_twin(src: Path, dst: Path) -> None:
         names = list(node.input) + [""] * (len(spec.INPUTS) - len(node.input))
         key = names[1]
         if key not in done:
-            arr = {n: numpy_helper.to_array(inits[names[i]])
-                   for i, n in enumerate(spec.INPUTS) if i and names[i] and n != "bias"}
-            pw = PackedWeight(k=attrs["K"], n=attrs["N"], bits=attrs["bits"],
-                              group_size=attrs["block_size"], **arr)
+            arr = {
+                n: numpy_helper.to_array(inits[names[i]])
+                for i, n in enumerate(spec.INPUTS)
+                if i and names[i] and n != "bias"
+            }
+            pw = PackedWeight(
+                k=attrs["K"],
+                n=attrs["N"],
+                bits=attrs["bits"],
+                group_size=attrs["block_size"],
+                **arr,
+            )
             done[key] = key + ".dequantized"
             new_inits.append(numpy_helper.from_array(dequantize_b(pw), done[key]))
         mm_out = node.output[0] if not names[7] else node.output[0] + ".nobias"
@@ -131,13 +139,40 @@ def _patch_ort_zero_points() -> None:
         return
     original = wo.make_matmul_weight_only_node
 
-    def fixed(node, weight_shape, num_bits, group_size, k_blocks, q_weight, scale,
-              zero_point, accuracy_level=0):
+    def fixed(
+        node,
+        weight_shape,
+        num_bits,
+        group_size,
+        k_blocks,
+        q_weight,
+        scale,
+        zero_point,
+        accuracy_level=0,
+    ):
         if zero_point is None or num_bits != 4:
-            return original(node, weight_shape, num_bits, group_size, k_blocks, q_weight,
-                            scale, zero_point, accuracy_level)
-        new_node, inits = original(node, weight_shape, num_bits, group_size, k_blocks,
-                                   q_weight, scale, None, accuracy_level)
+            return original(
+                node,
+                weight_shape,
+                num_bits,
+                group_size,
+                k_blocks,
+                q_weight,
+                scale,
+                zero_point,
+                accuracy_level,
+            )
+        new_node, inits = original(
+            node,
+            weight_shape,
+            num_bits,
+            group_size,
+            k_blocks,
+            q_weight,
+            scale,
+            None,
+            accuracy_level,
+        )
         zp = np.asarray(zero_point, dtype=np.uint8).reshape(weight_shape[1], k_blocks)
         if k_blocks % 2:
             zp = np.concatenate([zp, np.full((zp.shape[0], 1), 8, np.uint8)], axis=1)
@@ -151,14 +186,20 @@ def _patch_ort_zero_points() -> None:
     wo._adpq_patched = True
 
 
-def _ort_quantize(config_factory: Callable[[], Any], bits: int, group: int,
-                  symmetric: bool = False) -> Callable[[Path, Path], None]:
+def _ort_quantize(
+    config_factory: Callable[[], Any], bits: int, group: int, symmetric: bool = False
+) -> Callable[[Path, Path], None]:
     def run(src: Path, dst: Path) -> None:
         from onnxruntime.quantization import matmul_nbits_quantizer as mq
 
         _patch_ort_zero_points()
-        q = mq.MatMulNBitsQuantizer(str(src), bits=bits, block_size=group,
-                                    is_symmetric=symmetric, algo_config=config_factory())
+        q = mq.MatMulNBitsQuantizer(
+            str(src),
+            bits=bits,
+            block_size=group,
+            is_symmetric=symmetric,
+            algo_config=config_factory(),
+        )
         q.process()
         model = q.model.model if hasattr(q.model, "model") else q.model
         onnx.save(model, str(dst))
@@ -221,13 +262,18 @@ def adpq_grid(args: argparse.Namespace) -> list[Method]:
                 dtypes = ["int8", "float16"] if alpha > 0 and args.both_outlier_dtypes else ["int8"]
                 for odt in dtypes:
                     for search in args.range_search:
-                        cfg = AdpQConfig(bits=bits, group_size=group, outlier_ratio=alpha,
-                                         outlier_dtype=odt, range_search=search,
-                                         lasso_scope=args.scope)
+                        cfg = AdpQConfig(
+                            bits=bits,
+                            group_size=group,
+                            outlier_ratio=alpha,
+                            outlier_dtype=odt,
+                            range_search=search,
+                            lasso_scope=args.scope,
+                        )
                         name = f"adpq b{bits} g{group} a{alpha:g} {odt}" + (
-                            f" rs{search}" if search else "")
-                        methods.append(Method(name, "adpq", bits, group, _adpq(cfg),
-                                              cfg.to_dict()))
+                            f" rs{search}" if search else ""
+                        )
+                        methods.append(Method(name, "adpq", bits, group, _adpq(cfg), cfg.to_dict()))
     return methods
 
 
@@ -237,24 +283,60 @@ def ort_grid(args: argparse.Namespace, float_path: Path, text: str) -> list[Meth
     methods = []
     for group in args.groups:
         for bits in [b for b in args.bits if b in (2, 4)]:
+
             def default(bits=bits, group=group):
                 return mq.DefaultWeightOnlyQuantConfig(block_size=group, bits=bits)
-            methods.append(Method(f"ort-default b{bits} g{group}", "ort-default", bits, group,
-                                  _ort_quantize(default, bits, group)))
+
+            methods.append(
+                Method(
+                    f"ort-default b{bits} g{group}",
+                    "ort-default",
+                    bits,
+                    group,
+                    _ort_quantize(default, bits, group),
+                )
+            )
         if 4 in args.bits:
-            methods.append(Method(f"ort-rtn b4 g{group}", "ort-rtn", 4, group,
-                                  _ort_quantize(mq.RTNWeightOnlyQuantConfig, 4, group)))
-            methods.append(Method(f"ort-kquant b4 g{group}", "ort-kquant", 4, group,
-                                  _ort_quantize(mq.KQuantWeightOnlyQuantConfig, 4, group)))
+            methods.append(
+                Method(
+                    f"ort-rtn b4 g{group}",
+                    "ort-rtn",
+                    4,
+                    group,
+                    _ort_quantize(mq.RTNWeightOnlyQuantConfig, 4, group),
+                )
+            )
+            methods.append(
+                Method(
+                    f"ort-kquant b4 g{group}",
+                    "ort-kquant",
+                    4,
+                    group,
+                    _ort_quantize(mq.KQuantWeightOnlyQuantConfig, 4, group),
+                )
+            )
+
             def hqq(group=group):
                 return mq.HQQWeightOnlyQuantConfig(block_size=group, bits=4)
-            methods.append(Method(f"ort-hqq b4 g{group}", "ort-hqq", 4, group,
-                                  _ort_quantize(hqq, 4, group)))
+
+            methods.append(
+                Method(f"ort-hqq b4 g{group}", "ort-hqq", 4, group, _ort_quantize(hqq, 4, group))
+            )
             if args.gptq:
+
                 def reader() -> _CalibrationReader:
                     return _CalibrationReader(float_path, text, args.ctx, args.gptq)
-                methods.append(Method(f"ort-gptq b4 g{group}", "ort-gptq", 4, group,
-                                      _gptq(reader, group), {"calibration_windows": args.gptq}))
+
+                methods.append(
+                    Method(
+                        f"ort-gptq b4 g{group}",
+                        "ort-gptq",
+                        4,
+                        group,
+                        _gptq(reader, group),
+                        {"calibration_windows": args.gptq},
+                    )
+                )
     return methods
 
 
@@ -271,15 +353,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scope", default="row")
     p.add_argument("--both-outlier-dtypes", action="store_true")
     p.add_argument("--gptq", type=int, default=8, help="calibration windows (0: no GPTQ)")
-    p.add_argument("--calib-text", default=None,
-                   help="GPTQ calibration text (default: the end of --text, disjoint from the "
-                   "evaluation windows)")
+    p.add_argument(
+        "--calib-text",
+        default=None,
+        help="GPTQ calibration text (default: the end of --text, disjoint from the "
+        "evaluation windows)",
+    )
     p.add_argument("--no-ort", action="store_true")
     p.add_argument("--only", default=None, help="substring filter on method names")
-    p.add_argument("--real-op", action="store_true",
-                   help="evaluate AdpQ models through the custom op instead of their float twin")
-    p.add_argument("--check-twin", action="store_true",
-                   help="also evaluate through the op and record the difference")
+    p.add_argument(
+        "--real-op",
+        action="store_true",
+        help="evaluate AdpQ models through the custom op instead of their float twin",
+    )
+    p.add_argument(
+        "--check-twin",
+        action="store_true",
+        help="also evaluate through the op and record the difference",
+    )
     p.add_argument("--workdir", type=Path, default=Path(".bench"))
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -305,10 +396,20 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as out:
         base = evaluate.perplexity(float_path, text, ctx=args.ctx, windows=args.windows)
-        row = {"method": "float", "family": "float", "bits": 32, "bpw": 32.0,
-               "perplexity": base["perplexity"], "kl": 0.0, "quant_seconds": 0.0,
-               "model": args.model, "ctx": args.ctx, "windows": base["windows"],
-               "tokens": base["tokens"], "date": time.strftime("%Y-%m-%d")}
+        row = {
+            "method": "float",
+            "family": "float",
+            "bits": 32,
+            "bpw": 32.0,
+            "perplexity": base["perplexity"],
+            "kl": 0.0,
+            "quant_seconds": 0.0,
+            "model": args.model,
+            "ctx": args.ctx,
+            "windows": base["windows"],
+            "tokens": base["tokens"],
+            "date": time.strftime("%Y-%m-%d"),
+        }
         out.write(json.dumps(row) + "\n")
         out.flush()
         print(json.dumps(row), flush=True)
@@ -319,7 +420,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 m.run(float_path, dst)
             except Exception as exc:  # noqa: BLE001 - a failing baseline is a result too
-                row = {"method": m.name, "family": m.family, "error": f"{type(exc).__name__}: {exc}"}
+                row = {
+                    "method": m.name,
+                    "family": m.family,
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
                 out.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
                 continue
@@ -329,18 +434,34 @@ def main(argv: list[str] | None = None) -> int:
             if m.family == "adpq" and not args.real_op:
                 scored = dst.with_name(dst.stem + ".twin.onnx")
                 dequantized_twin(dst, scored)
-            res = evaluate.perplexity(scored, text, ctx=args.ctx, windows=args.windows,
-                                      reference=float_path, tokenizer=float_path.parent)
+            res = evaluate.perplexity(
+                scored,
+                text,
+                ctx=args.ctx,
+                windows=args.windows,
+                reference=float_path,
+                tokenizer=float_path.parent,
+            )
             extra = {"evaluated": "custom op" if scored == dst else "dequantized twin"}
             if args.check_twin and scored != dst:
-                op = evaluate.perplexity(dst, text, ctx=args.ctx, windows=args.windows,
-                                         tokenizer=float_path.parent)
+                op = evaluate.perplexity(
+                    dst, text, ctx=args.ctx, windows=args.windows, tokenizer=float_path.parent
+                )
                 extra["op_perplexity"] = op["perplexity"]
-            row = {"method": m.name, "family": m.family, "bits": m.bits,
-                   "group_size": m.group_size, "bpw": round(bpw, 4),
-                   "perplexity": res["perplexity"], "ppl_change": res["perplexity_change"],
-                   "kl": res["kl"], "quant_seconds": round(qs, 2), "params": m.params,
-                   "model": args.model, **extra}
+            row = {
+                "method": m.name,
+                "family": m.family,
+                "bits": m.bits,
+                "group_size": m.group_size,
+                "bpw": round(bpw, 4),
+                "perplexity": res["perplexity"],
+                "ppl_change": res["perplexity_change"],
+                "kl": res["kl"],
+                "quant_seconds": round(qs, 2),
+                "params": m.params,
+                "model": args.model,
+                **extra,
+            }
             out.write(json.dumps(row) + "\n")
             out.flush()
             print(json.dumps(row), flush=True)

@@ -1,6 +1,6 @@
 """Turn accuracy.py's JSON lines into a Markdown table and a perplexity-vs-bits plot (PNG).
 
-    python benchmarks/report_accuracy.py .bench/results/smollm2.jsonl --png docs/smollm2_ppl.png
+python benchmarks/report_accuracy.py .bench/results/smollm2.jsonl --png docs/smollm2_ppl.png
 """
 
 from __future__ import annotations
@@ -61,10 +61,12 @@ def plot(base: dict, rows: list[dict], png: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for family, colour in COLOURS.items():
         pts = sorted(
-            (r["bpw"], r["perplexity"]) for r in rows if r.get("family") == family and "error" not in r
+            (r["bpw"], r["perplexity"])
+            for r in rows
+            if r.get("family") == family and "error" not in r
         )
         if pts:
-            ax.scatter(*zip(*pts), label=family, color=colour, s=28)
+            ax.scatter(*zip(*pts, strict=True), label=family, color=colour, s=28)
     ax.axhline(base["perplexity"], color="black", lw=0.8, ls="--", label="float32")
     ax.set_yscale("log")
     ax.set_xlabel("true bits per weight (codes, scales, zero points, outliers, indices)")

@@ -143,6 +143,7 @@ def same_content(weight: ir.Value, table: ir.Value) -> bool:
         return False
     b = _bits(weight.const_value.numpy())
     t = _bits(table.const_value.numpy())
+    v = t.shape[0]  # a concrete int (the shape's dims may be symbolic in type)
     for transposed in orientations:
         view = b.T if transposed else b
         rows = np.unique(np.linspace(0, v - 1, num=min(v, _SAMPLED_ROWS)).astype(np.int64))

@@ -1,8 +1,8 @@
 """Shared test fixtures and markers (registered in pyproject.toml).
 
-    requires_custom_ops   skipped, with the reason, when the compiled op library is not found
-    ADPQ_SHARED_DATA      set to ../shared/data beside the checkout when that folder exists
-    rng                   a numpy Generator seeded per test, so failures reproduce
+requires_custom_ops   skipped, with the reason, when the compiled op library is not found
+ADPQ_SHARED_DATA      set to ../shared/data beside the checkout when that folder exists
+rng                   a numpy Generator seeded per test, so failures reproduce
 """
 
 from __future__ import annotations

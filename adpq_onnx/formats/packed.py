@@ -8,7 +8,7 @@ channels n, like ORT's MatMulNBits) as:
     scales          float16        [N, n_groups]             group scale
     zero_points     uint8          [N, n_groups]             integer zero point, < 2^bits
     outlier_ptr     int32          [N + 1]                   CSR row pointers
-    outlier_idx     uint16         [nnz]                     K index of each outlier, ascending per row
+    outlier_idx     uint16         [nnz]                     K index, ascending per row
     outlier_val     float16|int8   [nnz]                     outlier value (or int8 code)
     outlier_scale   float16        [N]                       only with int8 outlier_val
 
@@ -126,21 +126,29 @@ def validate(pw: PackedWeight) -> None:
     for name, (dtype, shape) in expect.items():
         t = getattr(pw, name)
         if t.dtype != dtype or t.shape != shape:
-            raise ValueError(f"{name}: expected {np.dtype(dtype).name}{list(shape)}, "
-                             f"got {t.dtype.name}{list(t.shape)}")
+            raise ValueError(
+                f"{name}: expected {np.dtype(dtype).name}{list(shape)}, "
+                f"got {t.dtype.name}{list(t.shape)}"
+            )
     nnz = int(pw.outlier_ptr[-1])
     if pw.outlier_ptr[0] != 0 or np.any(np.diff(pw.outlier_ptr) < 0):
         raise ValueError("outlier_ptr must start at 0 and never decrease")
     if pw.outlier_idx.shape != (nnz,) or pw.outlier_idx.dtype != np.uint16:
-        raise ValueError(f"outlier_idx: expected uint16[{nnz}], got {pw.outlier_idx.dtype.name}"
-                         f"{list(pw.outlier_idx.shape)}")
+        raise ValueError(
+            f"outlier_idx: expected uint16[{nnz}], got {pw.outlier_idx.dtype.name}"
+            f"{list(pw.outlier_idx.shape)}"
+        )
     if nnz and int(pw.outlier_idx.max()) >= k:
         raise ValueError(f"outlier_idx holds an index >= K={k}")
     if pw.outlier_val.shape != (nnz,) or pw.outlier_val.dtype not in (np.float16, np.int8):
-        raise ValueError(f"outlier_val: expected float16 or int8 [{nnz}], got "
-                         f"{pw.outlier_val.dtype.name}{list(pw.outlier_val.shape)}")
+        raise ValueError(
+            f"outlier_val: expected float16 or int8 [{nnz}], got "
+            f"{pw.outlier_val.dtype.name}{list(pw.outlier_val.shape)}"
+        )
     has_scale = pw.outlier_scale is not None
     if has_scale != (pw.outlier_val.dtype == np.int8):
         raise ValueError("outlier_scale must be given exactly when outlier_val is int8")
     if pw.outlier_scale is not None and pw.outlier_scale.shape != (n,):
-        raise ValueError(f"outlier_scale: expected float16[{n}], got {list(pw.outlier_scale.shape)}")
+        raise ValueError(
+            f"outlier_scale: expected float16[{n}], got {list(pw.outlier_scale.shape)}"
+        )

@@ -72,8 +72,9 @@ def library_path() -> str:
         else "build it with `pip install .` (or `pip install -e .`), or run "
         f"`cmake -S . -B build && cmake --build build`, or set {ENV_VAR}"
     )
-    raise LibraryNotFoundError(f"the adpq_onnx custom-op library is not built; looked at:\n  "
-                               f"{where}\n{how}")
+    raise LibraryNotFoundError(
+        f"the adpq_onnx custom-op library is not built; looked at:\n  {where}\n{how}"
+    )
 
 
 def register(session_options: ort.SessionOptions) -> ort.SessionOptions:

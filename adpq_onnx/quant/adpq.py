@@ -197,7 +197,8 @@ def _concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
     """Stack QuantizedWeights of consecutive row blocks (CSR pointers re-based)."""
     offsets = np.cumsum([0] + [int(p.outlier_ptr[-1]) for p in parts[:-1]])
     ptr = np.concatenate(
-        [np.zeros(1, np.int32)] + [p.outlier_ptr[1:] + o for p, o in zip(parts, offsets)]
+        [np.zeros(1, np.int32)]
+        + [p.outlier_ptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
     ).astype(np.int32)
     scale = parts[0].outlier_scale
     return QuantizedWeight(

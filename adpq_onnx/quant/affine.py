@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from adpq_onnx.quant.lasso import group_bounds
-
 
 def _grouped(w: np.ndarray, keep: np.ndarray | None, group_size: int):
     """w[N, K] → (x[N, G_count, G], mask of the entries that count), padding the last group."""
@@ -97,7 +95,9 @@ def quantize(
     return np.clip(q, 0, (1 << bits) - 1).astype(np.uint8)
 
 
-def dequantize(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group_size: int) -> np.ndarray:
+def dequantize(
+    codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group_size: int
+) -> np.ndarray:
     """x̂ = (q − z) · scale, float32 [N, K]."""
     k = codes.shape[1]
     s = expand_groups(scales.astype(np.float32), k, group_size)

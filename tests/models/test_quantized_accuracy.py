@@ -27,7 +27,10 @@ def test_quantized_stories_within_bound(stories_export, story_text, tmp_path, bi
     out = tmp_path / f"q{bits}.onnx"
     optimize_file(stories_export.path, out, AdpQConfig(bits=bits))
     res = perplexity(
-        out, story_text, ctx=256, reference=stories_export.path,
+        out,
+        story_text,
+        ctx=256,
+        reference=stories_export.path,
         tokenizer=stories_export.path.parent,
     )
     assert abs(res["perplexity_change"]) <= MAX_PPL_CHANGE[bits], res
