@@ -58,6 +58,7 @@ struct MatMulArgs {
 // (outlier_ptr starts at 0, never decreases, ends at nnz; every outlier_idx < K). Throws
 // InvalidArgument naming the input and dimension. The CSR check reads outlier_ptr and
 // outlier_idx, so they must be in host memory.
-MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& attrs);
+// check_csr=false skips the O(nnz) walk over the outlier table (already checked).
+MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& attrs, bool check_csr = true);
 
 }  // namespace adpq

@@ -63,6 +63,17 @@ int64_t AccuracyLevel(const OrtApi& api, const OrtKernelInfo* info) {
   return level;
 }
 
+// True when the outlier table (outlier_ptr, outlier_idx) comes from initializers.
+bool OutliersAreConstant(const OrtKernelInfo* info) {
+  const Ort::ConstKernelInfo ki(info);
+  for (size_t index : {static_cast<size_t>(kInputOutlierPtr), static_cast<size_t>(kInputOutlierIdx)}) {
+    int is_constant = 0;
+    ki.GetTensorConstantInput(index, &is_constant);
+    if (!is_constant) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 OrtStatusPtr AdpQMatMulKernel::ComputeV2(OrtKernelContext* context) {
@@ -71,7 +82,9 @@ OrtStatusPtr AdpQMatMulKernel::ComputeV2(OrtKernelContext* context) {
 
 void AdpQMatMulKernel::Compute(OrtKernelContext* context) {
   Ort::KernelContext ctx(context);
-  const MatMulArgs args = ReadArgs(ctx, attrs_);
+  const bool check_csr = !(constant_outliers_ && csr_checked_.load(std::memory_order_relaxed));
+  const MatMulArgs args = ReadArgs(ctx, attrs_, check_csr);
+  if (constant_outliers_) csr_checked_.store(true, std::memory_order_relaxed);
   Ort::UnownedValue y_value = ctx.GetOutput(0, args.y_shape);
   if (args.m == 0) return;  // empty leading dimension: an empty Y
 
@@ -95,7 +108,7 @@ OrtStatusPtr AdpQMatMulOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo
   return StatusFromExceptions(api, [&] {
     const MatMulAttrs attrs = MatMulAttrs::FromKernelInfo(api, info);
     const int64_t level = AccuracyLevel(api, info);
-    *kernel = new AdpQMatMulKernel(attrs, level == kAccuracyInt8);
+    *kernel = new AdpQMatMulKernel(attrs, level == kAccuracyInt8, OutliersAreConstant(info));
   });
 }
 

@@ -16,6 +16,8 @@
 // in float32.
 #pragma once
 
+#include <atomic>
+
 #include <onnxruntime_cxx_api.h>
 
 #include "common/matmul_args.h"
@@ -24,14 +26,20 @@ namespace adpq::cpu {
 
 class AdpQMatMulKernel {
  public:
-  AdpQMatMulKernel(const MatMulAttrs& attrs, bool int8_activations)
-      : attrs_(attrs), int8_activations_(int8_activations) {}
+  AdpQMatMulKernel(const MatMulAttrs& attrs, bool int8_activations, bool constant_outliers)
+      : attrs_(attrs),
+        int8_activations_(int8_activations),
+        constant_outliers_(constant_outliers) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
   void Compute(OrtKernelContext* context);
   MatMulAttrs attrs_;
-  bool int8_activations_;  // attribute accuracy_level = 4
+  bool int8_activations_;   // attribute accuracy_level = 4
+  bool constant_outliers_;  // outlier_ptr and outlier_idx are initializers
+  // Set once the constant outlier table passed CheckCsr: a walk over every outlier that is
+  // worth ~5 % of a decode step, and constant tensors cannot change between runs.
+  std::atomic<bool> csr_checked_{false};
 };
 
 struct AdpQMatMulOp : Ort::CustomOpBase<AdpQMatMulOp, AdpQMatMulKernel, /*WithStatus=*/true> {
