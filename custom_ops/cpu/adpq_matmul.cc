@@ -66,7 +66,8 @@ int64_t AccuracyLevel(const OrtApi& api, const OrtKernelInfo* info) {
 // True when the outlier table (outlier_ptr, outlier_idx) comes from initializers.
 bool OutliersAreConstant(const OrtKernelInfo* info) {
   const Ort::ConstKernelInfo ki(info);
-  for (size_t index : {static_cast<size_t>(kInputOutlierPtr), static_cast<size_t>(kInputOutlierIdx)}) {
+  for (size_t index :
+       {static_cast<size_t>(kInputOutlierPtr), static_cast<size_t>(kInputOutlierIdx)}) {
     int is_constant = 0;
     ki.GetTensorConstantInput(index, &is_constant);
     if (!is_constant) return false;

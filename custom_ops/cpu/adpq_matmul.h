@@ -16,9 +16,9 @@
 // in float32.
 #pragma once
 
-#include <atomic>
-
 #include <onnxruntime_cxx_api.h>
+
+#include <atomic>
 
 #include "common/matmul_args.h"
 
@@ -27,9 +27,7 @@ namespace adpq::cpu {
 class AdpQMatMulKernel {
  public:
   AdpQMatMulKernel(const MatMulAttrs& attrs, bool int8_activations, bool constant_outliers)
-      : attrs_(attrs),
-        int8_activations_(int8_activations),
-        constant_outliers_(constant_outliers) {}
+      : attrs_(attrs), int8_activations_(int8_activations), constant_outliers_(constant_outliers) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
 
  private:
