@@ -69,7 +69,7 @@ def run_job(job: Job) -> Result:
     """Quantize and pack one weight; raises ValueError for NaN / Inf and bad shapes."""
     start = time.perf_counter()
     data = job.source.read() if isinstance(job.source, FileSlice) else job.source
-    w = np.ascontiguousarray(np.asarray(data, dtype=np.float32).T)  # [N, K]
+    w = np.ascontiguousarray(np.asarray(data).T, dtype=np.float32)  # [N, K], one copy
     del data
     cfg, s = job.config, job.settings
     qw = adpq.quantize_weight(
@@ -83,7 +83,7 @@ def run_job(job: Job) -> Result:
         outlier_dtype=cfg.outlier_dtype,
         range_search=cfg.range_search,
     )
-    adpq_error = relative_error(qw.dequantize(), w)
+    adpq_error = adpq.relative_error(qw, w)
     n, k = w.shape
     attrs = {"K": k, "N": n, "bits": s.bits, "block_size": s.group_size}
     if cfg.target == "matmulnbits":

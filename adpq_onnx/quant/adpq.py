@@ -58,18 +58,38 @@ class QuantizedWeight:
             vals = vals * self.outlier_scale.astype(np.float32)[rows]
         return vals
 
-    def dense_outliers(self) -> np.ndarray:
-        """S as a dense float32 [N, K]."""
-        n, k = self.shape
-        out = np.zeros((n, k), dtype=np.float32)
-        rows = np.repeat(np.arange(n), np.diff(self.outlier_ptr))
-        np.add.at(out, (rows, self.outlier_idx.astype(np.int64)), self.outlier_values())
+    def dense_outliers(self, rows: slice = slice(None)) -> np.ndarray:
+        """S (or the given block of its rows) as a dense float32 [rows, K]."""
+        start, stop, _ = rows.indices(self.shape[0])
+        k = self.shape[1]
+        out = np.zeros((stop - start, k), dtype=np.float32)
+        lo, hi = int(self.outlier_ptr[start]), int(self.outlier_ptr[stop])
+        counts = np.diff(self.outlier_ptr[start : stop + 1])
+        r = np.repeat(np.arange(stop - start), counts)
+        vals = self.outlier_val[lo:hi].astype(np.float32)
+        if self.outlier_scale is not None:
+            vals *= self.outlier_scale[start:stop].astype(np.float32)[r]
+        np.add.at(out, (r, self.outlier_idx[lo:hi].astype(np.int64)), vals)
         return out
 
-    def dequantize(self) -> np.ndarray:
-        """The reconstructed weight, float32 [N, K]."""
-        dense = affine.dequantize(self.codes, self.scales, self.zeros, self.group_size)
-        return dense + self.dense_outliers()
+    def dequantize(self, rows: slice = slice(None)) -> np.ndarray:
+        """The reconstructed weight (or a block of its rows), float32 [rows, K]."""
+        dense = affine.dequantize(
+            self.codes[rows], self.scales[rows], self.zeros[rows], self.group_size
+        )
+        return dense + self.dense_outliers(rows)
+
+
+def relative_error(qw: QuantizedWeight, w: np.ndarray) -> float:
+    """‖dequantize(qw) − w‖_F / ‖w‖_F, computed in row blocks (bounded memory)."""
+    n, k = qw.shape
+    step = max(1, ROW_BLOCK_ELEMENTS // max(k, 1))
+    err = ref = 0.0
+    for i in range(0, n, step):
+        block = w[i : i + step].astype(np.float32)
+        err += float(np.square(qw.dequantize(slice(i, i + step)) - block).sum(dtype=np.float64))
+        ref += float(np.square(block).sum(dtype=np.float64))
+    return (err / ref) ** 0.5 if ref > 0 else err**0.5
 
 
 def _round_outliers(
