@@ -3,7 +3,7 @@
     python benchmarks/large_model.py -- adpq-onnx optimize BIG.onnx -o OUT.onnx -j 2
 
 Prints wall time, the peak of the tree's summed RSS, and the peak RSS of any single process,
-as one JSON line (what BENCHMARKS_LARGE.md records). `/usr/bin/time -v` reports only the
+as one JSON line (what BENCHMARKS.md, section 4, records). `/usr/bin/time -v` reports only the
 largest single process, which misses the workers of `--jobs`.
 """
 

@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     base = statistics.median(times["ort-rtn b4 g128"])
     for name in names:
         med = statistics.median(times[name])
-        row = {"method": name, "median_s": round(med, 2), "runs_s": [round(t, 2) for t in times[name]],
-               "vs_ort_rtn_g128": round(med / base, 2)}
+        row = {
+            "method": name,
+            "median_s": round(med, 2),
+            "runs_s": [round(t, 2) for t in times[name]],
+            "vs_ort_rtn_g128": round(med / base, 2),
+        }
         print(json.dumps(row, ensure_ascii=False))
     return 0
 
