@@ -43,8 +43,9 @@ def build_matmulnbits(src: Path, dst: Path, block: int, level: int) -> None:
     )
 
     model = onnx.load(str(src))
-    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=False,
-                                          accuracy_level=level)
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=block, is_symmetric=False, accuracy_level=level
+    )
     quantizer = MatMulNBitsQuantizer(model, algo_config=config)
     quantizer.process()
     out = quantizer.model.model
@@ -53,9 +54,23 @@ def build_matmulnbits(src: Path, dst: Path, block: int, level: int) -> None:
 
 
 def build_adpq(src: Path, dst: Path, bits: int, group_size: int) -> None:
-    subprocess.run([sys.executable, "-m", "adpq_onnx", "optimize", str(src), "-o", str(dst),
-                    "--bits", str(bits), "--group-size", str(group_size), "--no-progress"],
-                   check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adpq_onnx",
+            "optimize",
+            str(src),
+            "-o",
+            str(dst),
+            "--bits",
+            str(bits),
+            "--group-size",
+            str(group_size),
+            "--no-progress",
+        ],
+        check=True,
+    )
 
 
 def with_accuracy_level(src: Path, dst: Path, level: int) -> None:
@@ -137,7 +152,7 @@ def main() -> None:
     ref_ids = None
     names = list(sessions)
     for rnd in range(args.rounds):
-        for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+        for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
             sess, info = sessions[name]
             pre, dec, ids = one_round(sess, info, prompt, args.decode_tokens)
             times[name][0].append(pre)
@@ -145,24 +160,34 @@ def main() -> None:
             if name == "float":
                 ref_ids = ids
             agree.setdefault(name, ids)
-    print(f"SmolLM2: prefill {args.prompt_tokens} tokens, decode {args.decode_tokens} tokens, "
-          f"{args.threads} threads, median of {args.rounds} interleaved rounds")
+    print(
+        f"SmolLM2: prefill {args.prompt_tokens} tokens, decode {args.decode_tokens} tokens, "
+        f"{args.threads} threads, median of {args.rounds} interleaved rounds"
+    )
     rows = []
     for name in names:
         pre, dec = times[name]
         p, d = statistics.median(pre), statistics.median(dec)
         same = sum(a == b for a, b in zip(agree[name], ref_ids or [], strict=False))
-        row = {"model": name, "prefill_tok_s": args.prompt_tokens / p, "decode_tok_s": 1 / d,
-               "prefill_spread_pct": (max(pre) - min(pre)) / p * 100,
-               "decode_spread_pct": (max(dec) - min(dec)) / d * 100,
-               "greedy_tokens_equal_to_float": same,
-               "size_mb": sum(f.stat().st_size for f in models[name].parent.glob(
-                   models[name].name + "*")) / 1e6}
+        row = {
+            "model": name,
+            "prefill_tok_s": args.prompt_tokens / p,
+            "decode_tok_s": 1 / d,
+            "prefill_spread_pct": (max(pre) - min(pre)) / p * 100,
+            "decode_spread_pct": (max(dec) - min(dec)) / d * 100,
+            "greedy_tokens_equal_to_float": same,
+            "size_mb": sum(
+                f.stat().st_size for f in models[name].parent.glob(models[name].name + "*")
+            )
+            / 1e6,
+        }
         rows.append(row)
-        print(f"  {name:16s} prefill {row['prefill_tok_s']:7.1f} tok/s "
-              f"(±{row['prefill_spread_pct']:.0f}%)  decode {row['decode_tok_s']:6.1f} tok/s "
-              f"(±{row['decode_spread_pct']:.0f}%)"
-              f"  {row['size_mb']:.0f} MB  greedy = float for {same}/{args.decode_tokens}")
+        print(
+            f"  {name:16s} prefill {row['prefill_tok_s']:7.1f} tok/s "
+            f"(±{row['prefill_spread_pct']:.0f}%)  decode {row['decode_tok_s']:6.1f} tok/s "
+            f"(±{row['decode_spread_pct']:.0f}%)"
+            f"  {row['size_mb']:.0f} MB  greedy = float for {same}/{args.decode_tokens}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

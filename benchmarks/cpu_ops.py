@@ -60,11 +60,18 @@ def _float_model(weights: list[np.ndarray]) -> onnx.ModelProto:
     inits = [numpy_helper.from_array(w, f"W{i}") for i, w in enumerate(weights)]
     nodes = [helper.make_node("MatMul", ["A", f"W{i}"], [f"Y{i}"]) for i in range(len(weights))]
     graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, ["M", k])],
-        [helper.make_tensor_value_info(f"Y{i}", onnx.TensorProto.FLOAT, ["M", n])
-         for i in range(len(weights))], inits)
-    return helper.make_model(graph, ir_version=IR_VERSION,
-                             opset_imports=[helper.make_opsetid("", OPSET)])
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, ["M", k])],
+        [
+            helper.make_tensor_value_info(f"Y{i}", onnx.TensorProto.FLOAT, ["M", n])
+            for i in range(len(weights))
+        ],
+        inits,
+    )
+    return helper.make_model(
+        graph, ir_version=IR_VERSION, opset_imports=[helper.make_opsetid("", OPSET)]
+    )
 
 
 def _matmulnbits_model(fp32: onnx.ModelProto, accuracy_level: int) -> onnx.ModelProto:
@@ -73,10 +80,12 @@ def _matmulnbits_model(fp32: onnx.ModelProto, accuracy_level: int) -> onnx.Model
         MatMulNBitsQuantizer,
     )
 
-    config = DefaultWeightOnlyQuantConfig(block_size=128, is_symmetric=False,
-                                          accuracy_level=accuracy_level)
-    quantizer = MatMulNBitsQuantizer(onnx.ModelProto.FromString(fp32.SerializeToString()),
-                                     algo_config=config)
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=128, is_symmetric=False, accuracy_level=accuracy_level
+    )
+    quantizer = MatMulNBitsQuantizer(
+        onnx.ModelProto.FromString(fp32.SerializeToString()), algo_config=config
+    )
     quantizer.process()
     model = quantizer.model.model
     model.ir_version = IR_VERSION
@@ -93,38 +102,73 @@ def _adpq_model(packed: list, accuracy_level: int) -> onnx.ModelProto:
             names.append(f"{name}{i}")
         if pw.outlier_scale is not None:  # outlier_scale comes after the (absent) bias
             names.insert(len(names) - 1, "")
-        nodes.append(helper.make_node(
-            spec.OP_TYPE, names, [f"Y{i}"], domain=spec.DOMAIN, K=k, N=n, bits=pw.bits,
-            block_size=pw.group_size, accuracy_level=accuracy_level))
+        nodes.append(
+            helper.make_node(
+                spec.OP_TYPE,
+                names,
+                [f"Y{i}"],
+                domain=spec.DOMAIN,
+                K=k,
+                N=n,
+                bits=pw.bits,
+                block_size=pw.group_size,
+                accuracy_level=accuracy_level,
+            )
+        )
     graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, ["M", k])],
-        [helper.make_tensor_value_info(f"Y{i}", onnx.TensorProto.FLOAT, ["M", n])
-         for i in range(len(packed))], inits)
-    return helper.make_model(graph, ir_version=IR_VERSION, opset_imports=[
-        helper.make_opsetid("", OPSET), helper.make_opsetid(spec.DOMAIN, spec.DOMAIN_VERSION)])
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, ["M", k])],
+        [
+            helper.make_tensor_value_info(f"Y{i}", onnx.TensorProto.FLOAT, ["M", n])
+            for i in range(len(packed))
+        ],
+        inits,
+    )
+    return helper.make_model(
+        graph,
+        ir_version=IR_VERSION,
+        opset_imports=[
+            helper.make_opsetid("", OPSET),
+            helper.make_opsetid(spec.DOMAIN, spec.DOMAIN_VERSION),
+        ],
+    )
 
 
 def _nbits_weight_bytes(model: onnx.ModelProto) -> int:
-    return sum(int(np.prod(t.dims)) * (1 if t.data_type == onnx.TensorProto.UINT8 else 4)
-               for t in model.graph.initializer) // CHAIN
+    return (
+        sum(
+            int(np.prod(t.dims)) * (1 if t.data_type == onnx.TensorProto.UINT8 else 4)
+            for t in model.graph.initializer
+        )
+        // CHAIN
+    )
 
 
-def build_variants(k: int, n: int, bits: int, group_size: int, outlier_ratio: float,
-                   seed: int) -> list[Variant]:
+def build_variants(
+    k: int, n: int, bits: int, group_size: int, outlier_ratio: float, seed: int
+) -> list[Variant]:
     rng = np.random.default_rng(seed)
     # Heavy-tailed weights, like LLM layers (and like the op tests).
-    weights = [(rng.standard_t(df=4, size=(k, n)) * 0.02).astype(np.float32)
-               for _ in range(CHAIN)]
+    weights = [(rng.standard_t(df=4, size=(k, n)) * 0.02).astype(np.float32) for _ in range(CHAIN)]
     fp32 = _float_model(weights)
-    packed = [pack(quantize_weight(np.ascontiguousarray(w.T), bits=bits, group_size=group_size,
-                                   outlier_ratio=outlier_ratio)) for w in weights]
+    packed = [
+        pack(
+            quantize_weight(
+                np.ascontiguousarray(w.T),
+                bits=bits,
+                group_size=group_size,
+                outlier_ratio=outlier_ratio,
+            )
+        )
+        for w in weights
+    ]
     out = [Variant("fp32", fp32, k * n * 4)]
     for level in (0, 4):
         model = _matmulnbits_model(fp32, level)
         out.append(Variant(f"mnb4_acc{level}", model, _nbits_weight_bytes(model)))
     for level in (0, 4):
-        out.append(Variant(f"adpq{bits}_acc{level}", _adpq_model(packed, level),
-                           packed[0].nbytes))
+        out.append(Variant(f"adpq{bits}_acc{level}", _adpq_model(packed, level), packed[0].nbytes))
     return out
 
 
@@ -136,8 +180,9 @@ def _session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     return make_session(model, session_options=options)
 
 
-def time_variants(variants: list[Variant], m: int, k: int, rounds: int, inner: int,
-                  threads: int, seed: int) -> None:
+def time_variants(
+    variants: list[Variant], m: int, k: int, rounds: int, inner: int, threads: int, seed: int
+) -> None:
     a = np.random.default_rng(seed + m).standard_normal((m, k)).astype(np.float32)
     for v in variants:
         v.times = []
@@ -146,7 +191,7 @@ def time_variants(variants: list[Variant], m: int, k: int, rounds: int, inner: i
         for _ in range(3):
             v.session.run(None, {"A": a})
     for rnd in range(rounds):
-        order = variants[rnd % len(variants):] + variants[:rnd % len(variants)]
+        order = variants[rnd % len(variants) :] + variants[: rnd % len(variants)]
         for v in order:
             t0 = time.perf_counter()
             for _ in range(inner):
@@ -158,8 +203,12 @@ def accuracy(variants: list[Variant], k: int, seed: int) -> dict[str, float]:
     """Relative error (Frobenius) of each variant against the float32 MatMul at M = 16."""
     a = np.random.default_rng(seed).standard_normal((16, k)).astype(np.float32)
     ref = np.stack(variants[0].session.run(None, {"A": a}))
-    return {v.name: float(np.linalg.norm(np.stack(v.session.run(None, {"A": a})) - ref)
-                          / np.linalg.norm(ref)) for v in variants}
+    return {
+        v.name: float(
+            np.linalg.norm(np.stack(v.session.run(None, {"A": a})) - ref) / np.linalg.norm(ref)
+        )
+        for v in variants
+    }
 
 
 def main() -> None:
@@ -171,20 +220,28 @@ def main() -> None:
     parser.add_argument("--outlier-ratio", type=float, default=0.005)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--target-s", type=float, default=0.15,
-                        help="time per model per round (sets the inner repetitions)")
+    parser.add_argument(
+        "--target-s",
+        type=float,
+        default=0.15,
+        help="time per model per round (sets the inner repetitions)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
 
-    results = {"machine": platform.processor() or platform.machine(),
-               "ort": ort.__version__, "threads": args.threads, "bits": args.bits,
-               "group_size": args.group_size, "outlier_ratio": args.outlier_ratio,
-               "rows": []}
+    results = {
+        "machine": platform.processor() or platform.machine(),
+        "ort": ort.__version__,
+        "threads": args.threads,
+        "bits": args.bits,
+        "group_size": args.group_size,
+        "outlier_ratio": args.outlier_ratio,
+        "rows": [],
+    }
     for shape in args.shapes.split(","):
         k, n = (int(s) for s in shape.lower().split("x"))
-        variants = build_variants(k, n, args.bits, args.group_size, args.outlier_ratio,
-                                  args.seed)
+        variants = build_variants(k, n, args.bits, args.group_size, args.outlier_ratio, args.seed)
         for m in (int(s) for s in args.m.split(",")):
             # Inner repetitions from a quick probe of the slowest model.
             time_variants(variants, m, k, 1, 1, args.threads, args.seed)
@@ -197,16 +254,28 @@ def main() -> None:
                 med = statistics.median(v.times)
                 spread = (max(v.times) - min(v.times)) / med * 100
                 rate = v.weight_bytes / med / 1e9
-                row = {"k": k, "n": n, "m": m, "variant": v.name, "ms": med * 1e3,
-                       "spread_pct": spread, "vs_fp32": fp32 / med,
-                       "weight_mb": v.weight_bytes / 1e6, "weight_gbps": rate}
+                row = {
+                    "k": k,
+                    "n": n,
+                    "m": m,
+                    "variant": v.name,
+                    "ms": med * 1e3,
+                    "spread_pct": spread,
+                    "vs_fp32": fp32 / med,
+                    "weight_mb": v.weight_bytes / 1e6,
+                    "weight_gbps": rate,
+                }
                 results["rows"].append(row)
-                print(f"  {v.name:12s} {med * 1e3:8.3f} ms  ±{spread:4.0f}%  "
-                      f"{fp32 / med:5.2f}x fp32  {rate:6.1f} GB/s of weights")
+                print(
+                    f"  {v.name:12s} {med * 1e3:8.3f} ms  ±{spread:4.0f}%  "
+                    f"{fp32 / med:5.2f}x fp32  {rate:6.1f} GB/s of weights"
+                )
         err = accuracy(variants, k, args.seed)
         results.setdefault("rel_err", {})[shape] = err
-        print("  rel. error vs fp32 (M=16): " +
-              ", ".join(f"{name} {e:.4f}" for name, e in err.items()))
+        print(
+            "  rel. error vs fp32 (M=16): "
+            + ", ".join(f"{name} {e:.4f}" for name, e in err.items())
+        )
         for v in variants:
             v.session = None
     if args.json:

@@ -109,8 +109,10 @@ def _download_deb(mirror: str, work: Path) -> Path:
         debs = sorted(work.glob(f"{PACKAGE}_*.deb"))
         if download.returncode == 0 and debs:
             return debs[-1]
-        errors.append(f"apt-get download [{trust}]: {download.stderr.strip()[-400:]} "
-                      f"(after apt-get update: {update.stderr.strip()[-400:] or 'no messages'})")
+        errors.append(
+            f"apt-get download [{trust}]: {download.stderr.strip()[-400:]} "
+            f"(after apt-get update: {update.stderr.strip()[-400:] or 'no messages'})"
+        )
     raise FetchError(f"could not download {PACKAGE} from {mirror}:\n  " + "\n  ".join(errors))
 
 
@@ -148,8 +150,10 @@ def fetch(dest: Path) -> Path:
             raise FetchError(f"{tool} not found: this is not a Debian-like machine")
     mirrors = [os.environ[MIRROR_ENV]] if os.environ.get(MIRROR_ENV) else debian_mirrors()
     if not mirrors:
-        raise FetchError("no Debian archive mirror (a URI ending in /debian) in /etc/apt sources; "
-                         f"set {MIRROR_ENV}")
+        raise FetchError(
+            "no Debian archive mirror (a URI ending in /debian) in /etc/apt sources; "
+            f"set {MIRROR_ENV}"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     with tempfile.TemporaryDirectory(prefix="adpq-apt-", dir=dest.parent) as tmp:
@@ -174,8 +178,13 @@ def fetch(dest: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--dest", type=Path, nargs="+", required=True,
-                        help="directories to look in, then to unpack into (first writable)")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="directories to look in, then to unpack into (first writable)",
+    )
     args = parser.parse_args(argv)
     try:
         include = fetch_any([d.resolve() for d in args.dest])

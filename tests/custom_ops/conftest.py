@@ -31,8 +31,13 @@ def quantized(
 ) -> PackedWeight:
     """A packed AdpQ weight of a random heavy-tailed W[N, K]."""
     w = rng.standard_t(df=4, size=(n, k)).astype(np.float32) * 0.05
-    qw = quantize_weight(w, bits=bits, group_size=group_size, outlier_ratio=outlier_ratio,
-                         outlier_dtype=outlier_dtype)
+    qw = quantize_weight(
+        w,
+        bits=bits,
+        group_size=group_size,
+        outlier_ratio=outlier_ratio,
+        outlier_dtype=outlier_dtype,
+    )
     return pack(qw)
 
 
@@ -78,14 +83,28 @@ def one_node_model(
         if as_initializers:
             initializers.append(numpy_helper.from_array(arr, name))
         else:
-            graph_inputs.append(helper.make_tensor_value_info(
-                name, helper.np_dtype_to_tensor_dtype(arr.dtype), None))
+            graph_inputs.append(
+                helper.make_tensor_value_info(
+                    name, helper.np_dtype_to_tensor_dtype(arr.dtype), None
+                )
+            )
             feeds[name] = arr
     node = helper.make_node(spec.OP_TYPE, names, ["Y"], domain=domain, **attrs)
-    graph = helper.make_graph([node], "adpq_one_node", graph_inputs,
-                              [helper.make_tensor_value_info("Y", elem, None)], initializers)
-    model = helper.make_model(graph, ir_version=IR_VERSION, opset_imports=[
-        helper.make_opsetid("", OPSET), helper.make_opsetid(domain, spec.DOMAIN_VERSION)])
+    graph = helper.make_graph(
+        [node],
+        "adpq_one_node",
+        graph_inputs,
+        [helper.make_tensor_value_info("Y", elem, None)],
+        initializers,
+    )
+    model = helper.make_model(
+        graph,
+        ir_version=IR_VERSION,
+        opset_imports=[
+            helper.make_opsetid("", OPSET),
+            helper.make_opsetid(domain, spec.DOMAIN_VERSION),
+        ],
+    )
     return model, feeds
 
 

@@ -26,15 +26,30 @@ def assert_close(y: np.ndarray, ref: np.ndarray) -> None:
         assert np.all(err <= ulp + MAX_REL_ERR_FP32 * scale)
 
 
-def run_case(adpq, rng, *, k, n, bits, group_size, lead=(3,), a_dtype=np.float32, bias=False,
-             outlier_ratio=0.01, outlier_dtype="float16", no_outlier_rows=None,
-             as_initializers=True, threads=0):
+def run_case(
+    adpq,
+    rng,
+    *,
+    k,
+    n,
+    bits,
+    group_size,
+    lead=(3,),
+    a_dtype=np.float32,
+    bias=False,
+    outlier_ratio=0.01,
+    outlier_dtype="float16",
+    no_outlier_rows=None,
+    as_initializers=True,
+    threads=0,
+):
     pw = adpq.quantized(rng, k, n, bits, group_size, outlier_ratio, outlier_dtype)
     if no_outlier_rows is not None:
         pw = adpq.drop_outliers(pw, no_outlier_rows)
     b = rng.standard_normal(n).astype(a_dtype) if bias else None
-    model, feeds = adpq.one_node_model(a_dtype, adpq.node_inputs(pw, b), adpq.attrs_of(pw),
-                                       as_initializers=as_initializers)
+    model, feeds = adpq.one_node_model(
+        a_dtype, adpq.node_inputs(pw, b), adpq.attrs_of(pw), as_initializers=as_initializers
+    )
     a = rng.standard_normal((*lead, k)).astype(a_dtype)
     y = adpq.session(model, threads).run(None, {"A": a, **feeds})[0]
     ref = reference.adpq_matmul(a, pw, b)
@@ -65,15 +80,34 @@ def test_k_not_a_multiple_of_32(adpq, rng, k, group_size):
 @pytest.mark.parametrize("a_dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("outlier_dtype", ["float16", "int8"])
 def test_bias_and_outlier_dtypes(adpq, rng, a_dtype, outlier_dtype):
-    run_case(adpq, rng, k=160, n=24, bits=3, group_size=64, a_dtype=a_dtype, bias=True,
-             outlier_ratio=0.03, outlier_dtype=outlier_dtype)
+    run_case(
+        adpq,
+        rng,
+        k=160,
+        n=24,
+        bits=3,
+        group_size=64,
+        a_dtype=a_dtype,
+        bias=True,
+        outlier_ratio=0.03,
+        outlier_dtype=outlier_dtype,
+    )
 
 
 @pytest.mark.parametrize("a_dtype", [np.float32, np.float16])
 def test_int8_outliers_without_bias(adpq, rng, a_dtype):
     # With int8 values and no bias, the node's inputs are "..., outlier_val, '', outlier_scale".
-    model, *_ = run_case(adpq, rng, k=128, n=8, bits=2, group_size=32, a_dtype=a_dtype,
-                         outlier_ratio=0.05, outlier_dtype="int8")
+    model, *_ = run_case(
+        adpq,
+        rng,
+        k=128,
+        n=8,
+        bits=2,
+        group_size=32,
+        a_dtype=a_dtype,
+        outlier_ratio=0.05,
+        outlier_dtype="int8",
+    )
     assert model.graph.node[0].input[7] == ""
 
 
@@ -84,8 +118,16 @@ def test_no_outliers_at_all(adpq, rng):
 
 
 def test_rows_without_outliers(adpq, rng):
-    run_case(adpq, rng, k=256, n=20, bits=3, group_size=128, outlier_ratio=0.02,
-             no_outlier_rows=np.arange(0, 20, 3))
+    run_case(
+        adpq,
+        rng,
+        k=256,
+        n=20,
+        bits=3,
+        group_size=128,
+        outlier_ratio=0.02,
+        no_outlier_rows=np.arange(0, 20, 3),
+    )
 
 
 def test_single_output_channel(adpq, rng):
@@ -94,8 +136,17 @@ def test_single_output_channel(adpq, rng):
 
 @pytest.mark.parametrize("a_dtype", [np.float32, np.float16])
 def test_weights_fed_at_run_time(adpq, rng, a_dtype):
-    run_case(adpq, rng, k=192, n=16, bits=2, group_size=64, a_dtype=a_dtype, bias=True,
-             as_initializers=False)
+    run_case(
+        adpq,
+        rng,
+        k=192,
+        n=16,
+        bits=2,
+        group_size=64,
+        a_dtype=a_dtype,
+        bias=True,
+        as_initializers=False,
+    )
 
 
 def test_empty_leading_dimension(adpq, rng):
@@ -106,8 +157,9 @@ def test_empty_leading_dimension(adpq, rng):
 @pytest.mark.parametrize("m", [1, 3, 70])
 def test_threads_do_not_change_the_result(adpq, rng, m):
     # Many tiles of output channels; m=70 takes the large-tile (prefill) path.
-    model, feeds, a, y1 = run_case(adpq, rng, k=544, n=300, bits=3, group_size=32, lead=(m,),
-                                   bias=True, threads=1)
+    model, feeds, a, y1 = run_case(
+        adpq, rng, k=544, n=300, bits=3, group_size=32, lead=(m,), bias=True, threads=1
+    )
     y4 = adpq.session(model, threads=4).run(None, {"A": a, **feeds})[0]
     np.testing.assert_array_equal(y1, y4)
 
@@ -117,11 +169,19 @@ def test_random_shapes(adpq):
     for _ in range(12):
         group_size = int(gen.choice([32, 64, 96, 128, 256]))
         lead = tuple(int(d) for d in gen.integers(1, 4, size=gen.integers(0, 3)))
-        run_case(adpq, gen, k=int(gen.integers(1, 700)), n=int(gen.integers(1, 50)),
-                 bits=int(gen.choice([2, 3, 4, 8])), group_size=group_size, lead=lead,
-                 a_dtype=gen.choice([np.float32, np.float16]), bias=bool(gen.integers(2)),
-                 outlier_ratio=float(gen.choice([0.0, 0.01, 0.1])),
-                 outlier_dtype=str(gen.choice(["float16", "int8"])))
+        run_case(
+            adpq,
+            gen,
+            k=int(gen.integers(1, 700)),
+            n=int(gen.integers(1, 50)),
+            bits=int(gen.choice([2, 3, 4, 8])),
+            group_size=group_size,
+            lead=lead,
+            a_dtype=gen.choice([np.float32, np.float16]),
+            bias=bool(gen.integers(2)),
+            outlier_ratio=float(gen.choice([0.0, 0.01, 0.1])),
+            outlier_dtype=str(gen.choice(["float16", "int8"])),
+        )
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

@@ -40,12 +40,10 @@ def _cpu_flags() -> set[str]:
 _FLAGS = _cpu_flags()
 _NEEDS = {
     "avx2": {"avx2", "fma", "f16c"},
-    "avx512": {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
-               "avx512_vnni"},
+    "avx512": {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni"},
 }
 VARIANTS = [
-    pytest.param(v, marks=pytest.mark.skipif(not _NEEDS[v] <= _FLAGS,
-                                             reason=f"this CPU lacks {v}"))
+    pytest.param(v, marks=pytest.mark.skipif(not _NEEDS[v] <= _FLAGS, reason=f"this CPU lacks {v}"))
     for v in ("avx2", "avx512")
 ]
 
@@ -83,8 +81,9 @@ def random_case(adpq, gen, *, level, m=None, bits=None):
     m = m if m is not None else int(gen.choice([1, 2, 3, 5, 8, 13, 40]))
     a_dtype = gen.choice([np.float32, np.float16])
     outlier_dtype = str(gen.choice(["float16", "int8"]))
-    pw = adpq.quantized(gen, k, n, bits, group_size, float(gen.choice([0.0, 0.01, 0.05])),
-                        outlier_dtype)
+    pw = adpq.quantized(
+        gen, k, n, bits, group_size, float(gen.choice([0.0, 0.01, 0.05])), outlier_dtype
+    )
     bias = gen.standard_normal(n).astype(a_dtype) if gen.integers(2) else None
     model, feeds = adpq.one_node_model(a_dtype, adpq.node_inputs(pw, bias), adpq.attrs_of(pw))
     model = with_level(model, level)
@@ -120,8 +119,9 @@ def test_float_mode_matches_numpy(adpq, rng, monkeypatch, variant, bits, m):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("level", [0, 4])
 @pytest.mark.parametrize("bits", [2, 3, 4])
-@pytest.mark.parametrize(("k", "group_size"), [(96, 96), (200, 96), (352, 160), (416, 128),
-                                               (31, 32), (1000, 256)])
+@pytest.mark.parametrize(
+    ("k", "group_size"), [(96, 96), (200, 96), (352, 160), (416, 128), (31, 32), (1000, 256)]
+)
 def test_block_pairs_and_odd_blocks(adpq, rng, monkeypatch, variant, level, bits, k, group_size):
     # The AVX-512 kernels take the blocks of a group two at a time, a last odd block alone (odd
     # blocks per group: 96, 160; a short last group: K = 200, 352, 1000; one block: K = 31).

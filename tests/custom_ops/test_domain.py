@@ -21,8 +21,11 @@ def test_spec_domain_runs(adpq, rng):
     inputs = adpq.node_inputs(pw, bias)
     model, _ = adpq.one_node_model(np.float32, inputs, adpq.attrs_of(pw))
     node = model.graph.node[0]
-    assert (node.domain, node.op_type, len(node.input)) == (spec.DOMAIN, spec.OP_TYPE,
-                                                            len(spec.INPUTS))
+    assert (node.domain, node.op_type, len(node.input)) == (
+        spec.DOMAIN,
+        spec.OP_TYPE,
+        len(spec.INPUTS),
+    )
     assert sorted(a.name for a in node.attribute) == sorted(spec.ATTRIBUTES)
     a = rng.standard_normal((1, 64)).astype(np.float32)
     y = adpq.session(model).run(None, {"A": a})[0]
@@ -31,7 +34,8 @@ def test_spec_domain_runs(adpq, rng):
 
 def test_other_domain_is_not_served(adpq, rng):
     pw = adpq.quantized(rng, 64, 4, 4, 32)
-    model, _ = adpq.one_node_model(np.float32, adpq.node_inputs(pw, None), adpq.attrs_of(pw),
-                                   domain=spec.DOMAIN + "_other")
+    model, _ = adpq.one_node_model(
+        np.float32, adpq.node_inputs(pw, None), adpq.attrs_of(pw), domain=spec.DOMAIN + "_other"
+    )
     with pytest.raises(Exception, match=spec.OP_TYPE):
         adpq.session(model)

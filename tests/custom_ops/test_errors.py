@@ -46,8 +46,9 @@ def replaced(adpq, pw, bias=None, **changes):
 
 
 def test_wrong_k_in_a(adpq, rng, weight):
-    with pytest.raises(ort_errors.InvalidArgument,
-                       match="A has K=63 at its last dimension but attribute K=64"):
+    with pytest.raises(
+        ort_errors.InvalidArgument, match="A has K=63 at its last dimension but attribute K=64"
+    ):
         run(adpq, adpq.node_inputs(weight, None), a_of(rng, 2, 63))
 
 
@@ -113,8 +114,9 @@ def test_outlier_val_length(adpq, rng, weight):
 
 
 def test_int8_values_without_outlier_scale(adpq, rng, int8_weight):
-    with pytest.raises(ort_errors.InvalidArgument,
-                       match="outlier_val is int8 but outlier_scale .* is missing"):
+    with pytest.raises(
+        ort_errors.InvalidArgument, match="outlier_val is int8 but outlier_scale .* is missing"
+    ):
         run(adpq, replaced(adpq, int8_weight, outlier_scale=None), a_of(rng))
 
 
@@ -154,13 +156,18 @@ def test_bad_attributes(adpq, rng, weight, attr, value, message):
 
 def test_missing_attribute(adpq, rng, weight):
     with pytest.raises(INIT_ERRORS, match="attribute N .* is missing"):
-        run(adpq, adpq.node_inputs(weight, None), a_of(rng), {"K": K, "bits": BITS,
-                                                               "block_size": GROUP})
+        run(
+            adpq,
+            adpq.node_inputs(weight, None),
+            a_of(rng),
+            {"K": K, "bits": BITS, "block_size": GROUP},
+        )
 
 
 def test_session_still_works_after_errors(adpq, rng, weight):
-    model, feeds = adpq.one_node_model(np.float32, adpq.node_inputs(weight, None),
-                                       adpq.attrs_of(weight), as_initializers=False)
+    model, feeds = adpq.one_node_model(
+        np.float32, adpq.node_inputs(weight, None), adpq.attrs_of(weight), as_initializers=False
+    )
     session = adpq.session(model)
     bad = dict(feeds, outlier_idx=np.full_like(weight.outlier_idx, K))
     for _ in range(3):

@@ -22,7 +22,10 @@ ZERO = 128
 def scaled_identity(scale: float) -> PackedWeight:
     codes = np.full((N, K), ZERO, dtype=np.uint8) + np.eye(N, K, dtype=np.uint8)
     return PackedWeight(
-        k=K, n=N, bits=8, group_size=32,
+        k=K,
+        n=N,
+        bits=8,
+        group_size=32,
         codes=bitpack.pack_codes(codes, 8),
         scales=np.full((N, 1), scale, dtype=np.float16),
         zero_points=np.full((N, 1), ZERO, dtype=np.uint8),

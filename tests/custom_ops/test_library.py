@@ -22,8 +22,10 @@ def test_missing_library_names_where_it_looked(monkeypatch, tmp_path):
 
 
 def test_importing_does_not_load_onnxruntime():
-    code = ("import sys, adpq_onnx, adpq_onnx.ops.library; "
-            "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported'")
+    code = (
+        "import sys, adpq_onnx, adpq_onnx.ops.library; "
+        "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -47,8 +49,10 @@ def test_make_session_accepts_path_bytes_and_proto(adpq, rng, tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
     a = rng.standard_normal((2, 96)).astype(np.float32)
-    ys = [library.make_session(src).run(None, {"A": a})[0]
-          for src in (path, str(path), model.SerializeToString(), model)]
+    ys = [
+        library.make_session(src).run(None, {"A": a})[0]
+        for src in (path, str(path), model.SerializeToString(), model)
+    ]
     for y in ys[1:]:
         np.testing.assert_array_equal(y, ys[0])
 

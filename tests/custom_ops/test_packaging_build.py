@@ -35,8 +35,14 @@ def _source_files() -> list[str] | None:
 def _pip(python: Path | str, *args: str, cwd: Path) -> None:
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
     env.pop(library.ENV_VAR, None)
-    subprocess.run([str(python), "-m", "pip", *args], cwd=cwd, env=env, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [str(python), "-m", "pip", *args],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +52,9 @@ def checkout(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("src") / "adpq-onnx"
     files = _source_files()
     if files is None:
-        shutil.copytree(ROOT, dest, symlinks=True,
-                        ignore=lambda d, names: [n for n in names if n in SKIP_DIRS])
+        shutil.copytree(
+            ROOT, dest, symlinks=True, ignore=lambda d, names: [n for n in names if n in SKIP_DIRS]
+        )
     else:
         for f in files:
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
@@ -60,8 +67,16 @@ def checkout(tmp_path_factory) -> Path:
 
 
 def test_wheel_holds_library_and_passes(checkout, tmp_path):
-    _pip(sys.executable, "wheel", "--no-build-isolation", "--no-deps", "-w", str(tmp_path), ".",
-         cwd=checkout)
+    _pip(
+        sys.executable,
+        "wheel",
+        "--no-build-isolation",
+        "--no-deps",
+        "-w",
+        str(tmp_path),
+        ".",
+        cwd=checkout,
+    )
     (wheel,) = tmp_path.glob("adpq_onnx-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert f"adpq_onnx/_lib/{library.LIB_NAME}" in names
@@ -75,8 +90,13 @@ def test_editable_install_finds_library(checkout, tmp_path):
     python = env_dir / "bin" / "python"
     _pip(python, "install", "--no-build-isolation", "--no-deps", "-e", ".", cwd=checkout)
     code = "import adpq_onnx; print(adpq_onnx.library_path())"
-    out = subprocess.run([str(python), "-c", code], cwd=tmp_path, check=True, text=True,
-                         capture_output=True, env={k: v for k, v in os.environ.items()
-                                                   if k != library.ENV_VAR}).stdout.strip()
+    out = subprocess.run(
+        [str(python), "-c", code],
+        cwd=tmp_path,
+        check=True,
+        text=True,
+        capture_output=True,
+        env={k: v for k, v in os.environ.items() if k != library.ENV_VAR},
+    ).stdout.strip()
     assert Path(out).is_file() and Path(out).name == library.LIB_NAME
     assert str(env_dir) in out  # the editable install's copy, not a build tree elsewhere
