@@ -8,12 +8,16 @@ import os
 import re
 from pathlib import Path
 
+from adpq_onnx.errors import UserError
 from adpq_onnx.report import Report
 
 
 def write_plots(report: Report, out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write ``errors.png`` and ``hist_<weight>.png`` per layer into `out_dir`; returns them."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("--plots needs matplotlib: pip install 'adpq-onnx[bench]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
