@@ -134,6 +134,15 @@ void AddRowOutliers(const PackedB& b, const Activations& a, int64_t n, const V* 
   }
 }
 
+inline void PrefetchL2(const char* p) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // (asm: GCC dropped these hints as dead code when written as __builtin_prefetch here)
+  asm volatile("prefetcht1 %0" : : "m"(*p));
+#else
+  __builtin_prefetch(p, 0, 2);
+#endif
+}
+
 // Every cache line of the outlier table of rows [n0, n0 + rows), into L2 (a hint).
 void PrefetchOutliers(const PackedB& b, int64_t n0, int64_t rows) {
   constexpr int64_t kLine = 64;
@@ -145,8 +154,8 @@ void PrefetchOutliers(const PackedB& b, int64_t n0, int64_t rows) {
     const auto* p = static_cast<const char*>(base);
     const char* lo = p + static_cast<size_t>(begin) * elem;
     const char* hi = p + static_cast<size_t>(end) * elem;
-    for (const char* q = lo; q < hi; q += kLine) __builtin_prefetch(q, 0, 2);
-    __builtin_prefetch(hi - 1, 0, 2);
+    for (const char* q = lo; q < hi; q += kLine) PrefetchL2(q);
+    PrefetchL2(hi - 1);
   };
   fetch(b.outlier_idx, sizeof(uint16_t));
   fetch(b.outlier_val, val_size);
