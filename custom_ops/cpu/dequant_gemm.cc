@@ -134,33 +134,6 @@ void AddRowOutliers(const PackedB& b, const Activations& a, int64_t n, const V* 
   }
 }
 
-inline void PrefetchL2(const char* p) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  // (asm: GCC dropped these hints as dead code when written as __builtin_prefetch here)
-  asm volatile("prefetcht1 %0" : : "m"(*p));
-#else
-  __builtin_prefetch(p, 0, 2);
-#endif
-}
-
-// Every cache line of the outlier table of rows [n0, n0 + rows), into L2 (a hint).
-void PrefetchOutliers(const PackedB& b, int64_t n0, int64_t rows) {
-  constexpr int64_t kLine = 64;
-  const int64_t begin = b.outlier_ptr[n0];
-  const int64_t end = b.outlier_ptr[n0 + rows];
-  if (begin == end) return;
-  const size_t val_size = b.outlier_int8 ? 1 : 2;
-  auto fetch = [&](const void* base, size_t elem) {
-    const auto* p = static_cast<const char*>(base);
-    const char* lo = p + static_cast<size_t>(begin) * elem;
-    const char* hi = p + static_cast<size_t>(end) * elem;
-    for (const char* q = lo; q < hi; q += kLine) PrefetchL2(q);
-    PrefetchL2(hi - 1);
-  };
-  fetch(b.outlier_idx, sizeof(uint16_t));
-  fetch(b.outlier_val, val_size);
-}
-
 template <typename T>
 void RunTile(void* data, size_t tile) {
   auto& job = *static_cast<Job<T>*>(data);
@@ -185,10 +158,6 @@ void RunTile(void* data, size_t tile) {
     y = reinterpret_cast<float*>(scratch + kernel_bytes);
     ldy = rows;
   }
-  // The tile's outliers are read only after its dense part, from arrays the hardware
-  // prefetcher does not follow well (short runs per row): requested into L2 now, so that they
-  // arrive while the dense kernel streams the codes.
-  if (b.nnz > 0) PrefetchOutliers(b, n0, rows);
   job.dense(b, a, n0, n0 + rows, y, ldy, scratch);
 
   if (job.outliers != nullptr) {
