@@ -53,30 +53,39 @@ def table(base: dict, rows: list[dict]) -> str:
 
 
 def plot(base: dict, rows: list[dict], png: Path, title: str) -> None:
+    """All points on a log scale (left) and the 4-bit region on a linear one (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for family, colour in COLOURS.items():
-        pts = sorted(
-            (r["bpw"], r["perplexity"])
-            for r in rows
-            if r.get("family") == family and "error" not in r
-        )
-        if pts:
-            ax.scatter(*zip(*pts, strict=True), label=family, color=colour, s=28)
-    ax.axhline(base["perplexity"], color="black", lw=0.8, ls="--", label="float32")
-    ax.set_yscale("log")
-    ax.set_xlabel("true bits per weight (codes, scales, zero points, outliers, indices)")
-    ax.set_ylabel("perplexity (log scale)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ok = [r for r in rows if "error" not in r]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    lo = min((r["bpw"] for r in ok if r["bits"] == 4), default=4.0)
+    for ax, zoom in zip(axes, (False, True), strict=True):
+        for family, colour in COLOURS.items():
+            pts = sorted(
+                (r["bpw"], r["perplexity"])
+                for r in ok
+                if r.get("family") == family and (not zoom or r["bits"] == 4)
+            )
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), label=family, color=colour, s=28)
+        ax.axhline(base["perplexity"], color="black", lw=0.8, ls="--", label="float32")
+        ax.set_xlabel("true bits per weight (codes, scales, zero points, outliers, indices)")
+        ax.grid(alpha=0.3)
+        if zoom:
+            ax.set_xlim(lo - 0.1, None)
+            ax.set_ylabel("perplexity")
+            ax.set_title("4-bit methods")
+        else:
+            ax.set_yscale("log")
+            ax.set_ylabel("perplexity (log scale)")
+            ax.set_title(title)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
