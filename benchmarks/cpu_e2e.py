@@ -2,9 +2,10 @@
 
 Greedy decoding with the KV cache (adpq_onnx.models.generate.greedy_tokens' protocol): a
 prefill pass over --prompt-tokens tokens, then --decode-tokens single-token steps. Every
-session: CPU EP, intra_op_num_threads = --threads (2), sequential. Rounds are interleaved
-across the models (each round runs every model once, in a rotated order) and the median over
-rounds is reported, with the min-max spread.
+session: CPU EP, intra_op_num_threads = --threads (2), sequential, idle pool threads not
+spinning (--spinning: ORT's default, which lets the idle sessions' threads take the cores from
+the timed one). Rounds are interleaved across the models (each round runs every model once, in
+a rotated order) and the median over rounds is reported, with the min-max spread.
 
 Models (built into --workdir when missing):
     float         the exported model (`adpq-onnx export smollm2 -o <float>`)
@@ -83,9 +84,12 @@ def with_accuracy_level(src: Path, dst: Path, level: int) -> None:
     onnx.save(model, str(dst), save_as_external_data=True, location=dst.name + ".data")
 
 
-def session(path: Path, threads: int):
+def session(path: Path, threads: int, spinning: bool = False):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # Several sessions live side by side here; with spinning on, the idle ones' pool threads
+    # keep spinning after each run and steal the (few) cores from the one being timed.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -120,6 +124,11 @@ def main() -> None:
     parser.add_argument("--decode-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--spinning",
+        action="store_true",
+        help="let idle intra-op threads spin (ORT's default; off here: see session())",
+    )
     parser.add_argument("--json")
     parser.add_argument("--build-only", action="store_true", help="make the models, time nothing")
     args = parser.parse_args()
@@ -143,7 +152,7 @@ def main() -> None:
     if args.build_only:
         return
 
-    sessions = {name: session(path, args.threads) for name, path in models.items()}
+    sessions = {name: session(path, args.threads, args.spinning) for name, path in models.items()}
     prompt = np.random.default_rng(0).integers(100, 20000, size=args.prompt_tokens)
     times = {name: ([], []) for name in sessions}
     agree = {}
