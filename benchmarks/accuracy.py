@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import sys
@@ -139,40 +140,14 @@ def _patch_ort_zero_points() -> None:
         return
     original = wo.make_matmul_weight_only_node
 
-    def fixed(
-        node,
-        weight_shape,
-        num_bits,
-        group_size,
-        k_blocks,
-        q_weight,
-        scale,
-        zero_point,
-        accuracy_level=0,
-    ):
-        if zero_point is None or num_bits != 4:
-            return original(
-                node,
-                weight_shape,
-                num_bits,
-                group_size,
-                k_blocks,
-                q_weight,
-                scale,
-                zero_point,
-                accuracy_level,
-            )
-        new_node, inits = original(
-            node,
-            weight_shape,
-            num_bits,
-            group_size,
-            k_blocks,
-            q_weight,
-            scale,
-            None,
-            accuracy_level,
+    def fixed(node, weight_shape, num_bits, group_size, k_blocks, q_weight, scale, zero_point,
+              accuracy_level=0):  # fmt: skip
+        build = functools.partial(
+            original, node, weight_shape, num_bits, group_size, k_blocks, q_weight, scale
         )
+        if zero_point is None or num_bits != 4:
+            return build(zero_point, accuracy_level)
+        new_node, inits = build(None, accuracy_level)
         zp = np.asarray(zero_point, dtype=np.uint8).reshape(weight_shape[1], k_blocks)
         if k_blocks % 2:
             zp = np.concatenate([zp, np.full((zp.shape[0], 1), 8, np.uint8)], axis=1)
