@@ -106,13 +106,7 @@ def dequantized_twin(src: Path, dst: Path) -> None:
                 for i, n in enumerate(spec.INPUTS)
                 if i and names[i] and n != "bias"
             }
-            pw = PackedWeight(
-                k=attrs["K"],
-                n=attrs["N"],
-                bits=attrs["bits"],
-                group_size=attrs["block_size"],
-                **arr,
-            )
+            pw = PackedWeight.from_op(attrs, arr)
             done[key] = key + ".dequantized"
             new_inits.append(numpy_helper.from_array(dequantize_b(pw), done[key]))
         mm_out = node.output[0] if not names[7] else node.output[0] + ".nobias"

@@ -29,6 +29,7 @@ e.g. 3-bit, G = 128, α = 0.5 %, K = N = 4096: 3 + 0.1875 + 0.0078 + 0.16 = 3.35
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -51,6 +52,18 @@ class PackedWeight:
     outlier_idx: np.ndarray
     outlier_val: np.ndarray
     outlier_scale: np.ndarray | None = None
+
+    @classmethod
+    def from_op(cls, attrs: Mapping[str, int], tensors: Mapping[str, np.ndarray]) -> PackedWeight:
+        """From an AdpQMatMul node's attributes (K, N, bits, block_size) and packed tensors
+        (named as in `tensors()`; outlier_scale optional)."""
+        return cls(
+            k=int(attrs["K"]),
+            n=int(attrs["N"]),
+            bits=int(attrs["bits"]),
+            group_size=int(attrs["block_size"]),
+            **tensors,
+        )
 
     def tensors(self) -> dict[str, np.ndarray]:
         """Name → array, in the op's input order (outlier_scale only when present)."""

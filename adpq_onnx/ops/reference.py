@@ -50,17 +50,15 @@ class AdpQMatMul(OpRun):
         block_size=None,
         accuracy_level=None,  # a speed hint for kernels; the spec is the float32 result
     ):
-        pw = PackedWeight(
-            k=int(K),
-            n=int(N),
-            bits=int(bits),
-            group_size=int(block_size),
-            codes=codes,
-            scales=scales,
-            zero_points=zero_points,
-            outlier_ptr=outlier_ptr,
-            outlier_idx=outlier_idx,
-            outlier_val=outlier_val,
-            outlier_scale=outlier_scale,
-        )
+        attrs = {"K": K, "N": N, "bits": bits, "block_size": block_size}
+        tensors = {
+            "codes": codes,
+            "scales": scales,
+            "zero_points": zero_points,
+            "outlier_ptr": outlier_ptr,
+            "outlier_idx": outlier_idx,
+            "outlier_val": outlier_val,
+            "outlier_scale": outlier_scale,
+        }
+        pw = PackedWeight.from_op(attrs, tensors)
         return (adpq_matmul(a, pw, bias),)

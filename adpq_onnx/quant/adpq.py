@@ -52,11 +52,8 @@ class QuantizedWeight:
 
     def outlier_values(self) -> np.ndarray:
         """Outlier values as float32 [nnz]."""
-        vals = self.outlier_val.astype(np.float32)
-        if self.outlier_scale is not None:
-            rows = np.repeat(np.arange(self.shape[0]), np.diff(self.outlier_ptr))
-            vals = vals * self.outlier_scale.astype(np.float32)[rows]
-        return vals
+        rows = np.repeat(np.arange(self.shape[0]), np.diff(self.outlier_ptr))
+        return _outlier_floats(self.outlier_val, self.outlier_scale, rows)
 
     def dense_outliers(self, rows: slice = slice(None)) -> np.ndarray:
         """S (or the given block of its rows) as a dense float32 [rows, K]."""
@@ -66,9 +63,8 @@ class QuantizedWeight:
         lo, hi = int(self.outlier_ptr[start]), int(self.outlier_ptr[stop])
         counts = np.diff(self.outlier_ptr[start : stop + 1])
         r = np.repeat(np.arange(stop - start), counts)
-        vals = self.outlier_val[lo:hi].astype(np.float32)
-        if self.outlier_scale is not None:
-            vals *= self.outlier_scale[start:stop].astype(np.float32)[r]
+        scale = None if self.outlier_scale is None else self.outlier_scale[start:stop]
+        vals = _outlier_floats(self.outlier_val[lo:hi], scale, r)
         np.add.at(out, (r, self.outlier_idx[lo:hi].astype(np.int64)), vals)
         return out
 
@@ -90,6 +86,14 @@ def relative_error(qw: QuantizedWeight, w: np.ndarray) -> float:
         err += float(np.square(qw.dequantize(slice(i, i + step)) - block).sum(dtype=np.float64))
         ref += float(np.square(block).sum(dtype=np.float64))
     return (err / ref) ** 0.5 if ref > 0 else err**0.5
+
+
+def _outlier_floats(val: np.ndarray, scale: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    """Stored outlier values as float32: float16 as is, int8 codes times their row's scale."""
+    vals = val.astype(np.float32)
+    if scale is not None:
+        vals *= scale.astype(np.float32)[rows]
+    return vals
 
 
 def _round_outliers(
@@ -203,10 +207,7 @@ def _quantize_rows(
     keep = ~mask if rows.size else None
     scales, zeros = affine.choose_qparams(w, keep, bits, group_size, search=range_search)
     residual = w.copy()
-    stored = oval.astype(np.float32)
-    if oscale is not None:
-        stored *= oscale.astype(np.float32)[rows]
-    residual[rows, cols] -= stored
+    residual[rows, cols] -= _outlier_floats(oval, oscale, rows)
     codes = affine.quantize(residual, scales, zeros, bits, group_size)
     if outlier_mode == "exact" and rows.size:
         codes[rows, cols] = zeros[rows, cols // group_size]

@@ -27,8 +27,7 @@ FLOAT = 1
 def _packed(entry):
     """The PackedWeight behind a quantized plan entry (its initializers and attributes)."""
     arrays = {k: v.const_value.numpy() for k, v in entry.inputs.items()}
-    a = entry.attrs
-    return PackedWeight(k=a["K"], n=a["N"], bits=a["bits"], group_size=a["block_size"], **arrays)
+    return PackedWeight.from_op(entry.attrs, arrays)
 
 
 def _dequant(entry):
