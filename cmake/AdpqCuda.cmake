@@ -14,8 +14,15 @@ if(ADPQ_CUDA)
       "ADPQ_CUDA=ON and ${CMAKE_CUDA_COMPILER} was found, but custom_ops/cuda has no kernels "
       "yet; building the CPU kernels only.")
   else()
+    # Ampere (sm_80, also runs on sm_86/sm_89) and Hopper (sm_90) machine code, plus sm_90 PTX
+    # that newer GPUs compile when the library loads. The kernels need sm_80 (cp.async, bf16
+    # tensor cores). Override with -DCMAKE_CUDA_ARCHITECTURES=... or the CUDAARCHS variable.
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES AND NOT DEFINED ENV{CUDAARCHS})
+      set(CMAKE_CUDA_ARCHITECTURES "80-real;90-real;90-virtual")
+    endif()
     enable_language(CUDA)
     set(ADPQ_WITH_CUDA ON)
-    message(STATUS "adpq: building the CUDA kernels with ${CMAKE_CUDA_COMPILER}")
+    message(STATUS "adpq: building the CUDA kernels with ${CMAKE_CUDA_COMPILER} "
+                   "for ${CMAKE_CUDA_ARCHITECTURES}")
   endif()
 endif()

@@ -67,7 +67,8 @@ int64_t ReadIntAttr(const OrtApi& api, const OrtKernelInfo* info, const char* na
   return v;
 }
 
-// outlier_ptr[0] == 0, never decreasing, outlier_ptr[N] == nnz; every outlier_idx < K.
+}  // namespace
+
 void CheckCsr(const PackedB& b) {
   const int32_t* ptr = b.outlier_ptr;
   if (ptr[0] != 0) Fail("outlier_ptr[0]=", ptr[0], " but the CSR row pointers must start at 0");
@@ -91,8 +92,6 @@ void CheckCsr(const PackedB& b) {
   }
 }
 
-}  // namespace
-
 MatMulAttrs MatMulAttrs::FromKernelInfo(const OrtApi& api, const OrtKernelInfo* info) {
   MatMulAttrs a;
   a.k = ReadIntAttr(api, info, "K");
@@ -110,7 +109,8 @@ MatMulAttrs MatMulAttrs::FromKernelInfo(const OrtApi& api, const OrtKernelInfo* 
   return a;
 }
 
-MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& at, bool check_csr) {
+MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& at,
+                    const ReadOptions& options) {
   const std::string kn = "K=" + std::to_string(at.k) + ", N=" + std::to_string(at.n);
   MatMulArgs args;
   PackedB& b = args.b;
@@ -122,9 +122,11 @@ MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& at, bool c
   b.row_bytes = PackedRowBytes(at.k, at.bits);
 
   const Tensor a = ReadInput(ctx, kInputA, "A");
+  const bool bf16 = a.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
   if (a.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT &&
-      a.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16) {
-    Fail("A must be float32 or float16, got ", TypeName(a.type));
+      a.type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16 && !(bf16 && options.allow_bfloat16)) {
+    Fail("A must be float32 or float16", options.allow_bfloat16 ? " or bfloat16" : "", ", got ",
+         TypeName(a.type));
   }
   if (a.shape.empty()) Fail("A must have at least 1 dimension [..., K], got a scalar");
   if (a.shape.back() != at.k) {
@@ -196,7 +198,7 @@ MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& at, bool c
     b.outlier_scale = static_cast<const Half*>(oscale.data);
   }
 
-  if (check_csr) CheckCsr(b);
+  if (options.check_csr) CheckCsr(b);
   return args;
 }
 

@@ -54,11 +54,32 @@ struct MatMulArgs {
   std::vector<int64_t> y_shape;
 };
 
+// How a provider's kernel reads its inputs.
+struct ReadOptions {
+  // Walk the CSR table (CheckCsr). It reads outlier_ptr and outlier_idx, so they must then be
+  // in host memory; a device kernel passes false and checks a host copy itself.
+  bool check_csr = true;
+  // Accept bfloat16 A (and so bias and Y): the CUDA kernel computes in it, the CPU one does not.
+  bool allow_bfloat16 = false;
+};
+
 // Reads the inputs, checks every shape and dtype against the attributes and the CSR structure
 // (outlier_ptr starts at 0, never decreases, ends at nnz; every outlier_idx < K). Throws
-// InvalidArgument naming the input and dimension. The CSR check reads outlier_ptr and
-// outlier_idx, so they must be in host memory.
-// check_csr=false skips the O(nnz) walk over the outlier table (already checked).
-MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& attrs, bool check_csr = true);
+// InvalidArgument naming the input and dimension. Reads no tensor data except in the CSR check.
+MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& attrs,
+                    const ReadOptions& options);
+
+// The CPU form: float32 or float16 A; check_csr=false skips the O(nnz) walk over the outlier
+// table (already checked).
+inline MatMulArgs ReadArgs(const Ort::KernelContext& ctx, const MatMulAttrs& attrs,
+                           bool check_csr = true) {
+  ReadOptions options;
+  options.check_csr = check_csr;
+  return ReadArgs(ctx, attrs, options);
+}
+
+// outlier_ptr[0] == 0, never decreasing, outlier_ptr[N] == nnz; every outlier_idx < K. Reads
+// b.outlier_ptr and b.outlier_idx, which must point to host memory. Throws InvalidArgument.
+void CheckCsr(const PackedB& b);
 
 }  // namespace adpq

@@ -63,16 +63,28 @@ int64_t AccuracyLevel(const OrtApi& api, const OrtKernelInfo* info) {
   return level;
 }
 
-// True when the outlier table (outlier_ptr, outlier_idx) comes from initializers.
-bool OutliersAreConstant(const OrtKernelInfo* info) {
+// Which inputs come from initializers.
+ConstantInputs ConstantInputsOf(const OrtKernelInfo* info) {
   const Ort::ConstKernelInfo ki(info);
-  for (size_t index :
-       {static_cast<size_t>(kInputOutlierPtr), static_cast<size_t>(kInputOutlierIdx)}) {
+  ConstantInputs constant{};
+  const size_t count = ki.GetInputCount();
+  for (size_t index = 0; index < constant.size() && index < count; ++index) {
     int is_constant = 0;
     ki.GetTensorConstantInput(index, &is_constant);
-    if (!is_constant) return false;
+    constant[index] = is_constant != 0;
   }
-  return true;
+  return constant;
+}
+
+// The data pointer of every input (null: absent), without reading types and shapes.
+std::array<const void*, kNumInputs> InputPointersOf(const Ort::KernelContext& ctx) {
+  std::array<const void*, kNumInputs> p{};
+  const size_t count = ctx.GetInputCount();
+  for (size_t i = 0; i < p.size() && i < count; ++i) {
+    const Ort::ConstValue v = ctx.GetInput(i);
+    if (static_cast<const OrtValue*>(v) != nullptr) p[i] = v.GetTensorRawData();
+  }
+  return p;
 }
 
 }  // namespace
@@ -81,11 +93,54 @@ OrtStatusPtr AdpQMatMulKernel::ComputeV2(OrtKernelContext* context) {
   return StatusFromExceptions(Ort::GetApi(), [&] { Compute(context); });
 }
 
+// From the cache of checked constant inputs when it holds this run's B: only A is read and
+// checked (its type must be the cached run's, which the bias was checked against).
+bool AdpQMatMulKernel::ReadCached(const Ort::KernelContext& ctx, MatMulArgs& args) const {
+  if (!cached_.load(std::memory_order_acquire)) return false;
+  const InputPointers p = InputPointersOf(ctx);
+  for (size_t i = kInputA + 1; i < p.size(); ++i) {
+    if (p[i] != cached_pointers_[i]) return false;
+  }
+  const Ort::ConstValue a = ctx.GetInput(kInputA);
+  const auto info = a.GetTensorTypeAndShapeInfo();
+  if (info.GetElementType() != cached_args_.type) return false;  // ReadArgs says why
+  args.a_shape = info.GetShape();
+  if (args.a_shape.empty() || args.a_shape.back() != attrs_.k) return false;
+  args.type = cached_args_.type;
+  args.a = p[kInputA];
+  args.m = 1;
+  for (size_t i = 0; i + 1 < args.a_shape.size(); ++i) args.m *= args.a_shape[i];
+  args.y_shape = args.a_shape;
+  args.y_shape.back() = attrs_.n;
+  args.b = cached_args_.b;
+  args.bias = cached_args_.bias;
+  return true;
+}
+
+void AdpQMatMulKernel::Remember(const Ort::KernelContext& ctx, const MatMulArgs& args) {
+  const InputPointers p = InputPointersOf(ctx);
+  for (size_t i = kInputA + 1; i < p.size(); ++i) {
+    if (p[i] != nullptr && !constant_[i]) return;  // a graph input can change between runs
+  }
+  const std::lock_guard<std::mutex> lock(cache_mutex_);
+  if (cached_.load(std::memory_order_relaxed)) return;
+  cached_pointers_ = p;
+  cached_args_.type = args.type;
+  cached_args_.b = args.b;
+  cached_args_.bias = args.bias;
+  cached_.store(true, std::memory_order_release);
+}
+
 void AdpQMatMulKernel::Compute(OrtKernelContext* context) {
   Ort::KernelContext ctx(context);
-  const bool check_csr = !(constant_outliers_ && csr_checked_.load(std::memory_order_relaxed));
-  const MatMulArgs args = ReadArgs(ctx, attrs_, check_csr);
-  if (constant_outliers_) csr_checked_.store(true, std::memory_order_relaxed);
+  MatMulArgs args;
+  if (!ReadCached(ctx, args)) {
+    const bool constant_outliers = constant_[kInputOutlierPtr] && constant_[kInputOutlierIdx];
+    const bool check_csr = !(constant_outliers && csr_checked_.load(std::memory_order_relaxed));
+    args = ReadArgs(ctx, attrs_, check_csr);
+    if (constant_outliers) csr_checked_.store(true, std::memory_order_relaxed);
+    Remember(ctx, args);
+  }
   Ort::UnownedValue y_value = ctx.GetOutput(0, args.y_shape);
   if (args.m == 0) return;  // empty leading dimension: an empty Y
 
@@ -109,7 +164,7 @@ OrtStatusPtr AdpQMatMulOp::CreateKernelV2(const OrtApi& api, const OrtKernelInfo
   return StatusFromExceptions(api, [&] {
     const MatMulAttrs attrs = MatMulAttrs::FromKernelInfo(api, info);
     const int64_t level = AccuracyLevel(api, info);
-    *kernel = new AdpQMatMulKernel(attrs, level == kAccuracyInt8, OutliersAreConstant(info));
+    *kernel = new AdpQMatMulKernel(attrs, level == kAccuracyInt8, ConstantInputsOf(info));
   });
 }
 

@@ -17,6 +17,10 @@ namespace {
 // Multiply-adds a task aims for: about 10-50 us in int8 mode, a little more in float.
 constexpr int64_t kTaskMacs = int64_t{1} << 20;
 constexpr int64_t kMinTasks = 8;
+// Below this many multiply-adds (M * K * N) a call runs on the calling thread alone: waking an
+// idle pool thread (ORT's spinning off) took 5-10 us here, more than it saves; SmolLM2's decode
+// MatMuls (576 x 1536 and smaller, ~10-20 us on one core) all stay on one thread.
+constexpr int64_t kParallelMinMacs = int64_t{1} << 20;
 
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(Half v) { return HalfToFloat(v); }
@@ -28,6 +32,7 @@ struct QuantizedA {
   std::vector<uint8_t> xu;
   std::vector<float> xscale;
   std::vector<float> xsum;
+  std::vector<int32_t> xqsum;
 };
 
 void QuantizeRow(const float* x, int64_t i, int64_t kpad, int64_t group_size, int64_t ng,
@@ -75,19 +80,26 @@ void QuantizeRow(const float* x, int64_t i, int64_t kpad, int64_t group_size, in
              out.xu.data() + i * kpad + begin, &scale, &sum);
     out.xscale[i * ng + g] = scale;
     out.xsum[i * ng + g] = scale * static_cast<float>(sum);
+    out.xqsum[i * ng + g] = sum;
   }
 }
 
-void Prepare(const PrepJob& job, const ParallelRunner& runner) {
+void Prepare(const PrepJob& job, const ParallelRunner& runner, bool serial) {
   if (job.q != nullptr) {
     job.q->xq.resize(static_cast<size_t>(job.m * job.kpad));
     job.q->xu.resize(static_cast<size_t>(job.m * job.kpad));
     job.q->xscale.resize(static_cast<size_t>(job.m * job.ng));
     job.q->xsum.resize(static_cast<size_t>(job.m * job.ng));
+    job.q->xqsum.resize(static_cast<size_t>(job.m * job.ng));
   }
   const int64_t rows = job.q != nullptr || job.xp != nullptr ? job.m : 0;
   const int64_t tasks = std::max(rows, job.xt ? (job.kpad + 63) / 64 : 0);
-  if (tasks > 0) runner.Run(static_cast<size_t>(tasks), &PrepTask, const_cast<PrepJob*>(&job));
+  if (serial) {
+    for (int64_t t = 0; t < tasks; ++t)
+      PrepTask(const_cast<PrepJob*>(&job), static_cast<size_t>(t));
+  } else if (tasks > 0) {
+    runner.Run(static_cast<size_t>(tasks), &PrepTask, const_cast<PrepJob*>(&job));
+  }
 }
 
 template <typename T>
@@ -98,6 +110,7 @@ struct Job {
   int64_t mpad;
   DenseFn dense;
   OutliersFn outliers;
+  bool dense_adds_outliers;  // kernels.h DenseAddsOutliers
   Isa isa;
   int64_t tile_rows;
   const T* bias;
@@ -160,10 +173,12 @@ void RunTile(void* data, size_t tile) {
   }
   job.dense(b, a, n0, n0 + rows, y, ldy, scratch);
 
-  if (job.outliers != nullptr) {
+  if (job.dense_adds_outliers) {
+    // nothing left to add
+  } else if (job.outliers != nullptr) {
     job.outliers(b, job.xt != nullptr ? job.xt : a.x, a.m, a.kpad, n0, rows, y, ldy);
   }
-  for (int64_t r = 0; r < rows && job.outliers == nullptr; ++r) {
+  for (int64_t r = 0; r < rows && job.outliers == nullptr && !job.dense_adds_outliers; ++r) {
     const int64_t n = n0 + r;
     if (b.outlier_int8) {
       AddRowOutliers(b, a, n, static_cast<const int8_t*>(b.outlier_val),
@@ -185,12 +200,13 @@ void RunTile(void* data, size_t tile) {
   }
 }
 
-// Rows of B per task: about kTaskMacs of work, a multiple of 4 (the register tiles), and at
-// least kMinTasks tasks when N allows.
-int64_t TileRows(int64_t m, int64_t n, int64_t kpad) {
+// Rows of B per task: about kTaskMacs of work, a multiple of `quantum` (the register tile's
+// rows of B, kernels.h TileQuantum), and at least kMinTasks tasks when N allows.
+int64_t TileRows(int64_t m, int64_t n, int64_t kpad, int64_t quantum) {
   int64_t rows = kTaskMacs / std::max<int64_t>(1, kpad * m);
   rows = std::min(rows, (n + kMinTasks - 1) / kMinTasks);
-  rows = std::clamp<int64_t>((rows + 3) / 4 * 4, 8, 512);
+  rows = std::clamp<int64_t>((rows + quantum - 1) / quantum * quantum,
+                             std::max<int64_t>(8, quantum), 512);
   return std::min(rows, n);
 }
 
@@ -228,6 +244,7 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
   const bool permute = UsesPermutedX(job.isa, b.bits, act.int8);
   if (permute) xp.resize(static_cast<size_t>(m * act.kpad));
   job.outliers = OutliersFor(job.isa);
+  job.dense_adds_outliers = DenseAddsOutliers(job.isa, b.bits, act.int8, m);
   job.mpad = (m + kOutlierPad - 1) / kOutlierPad * kOutlierPad;
   const bool transpose = m >= kOutlierPad && b.nnz > 0 && job.outliers != nullptr;
   if (transpose) {
@@ -246,7 +263,8 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
                      transpose ? xt.data() : nullptr,
                      job.mpad,
                      permute ? xp.data() : nullptr};
-  Prepare(prep, runner);
+  const bool serial = m * act.kpad * b.n < kParallelMinMacs;
+  Prepare(prep, runner, serial);
   if (permute) act.xp = xp.data();
   job.xt = transpose ? xt.data() : nullptr;
   if (act.int8) {
@@ -254,12 +272,17 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
     act.xu = qa.xu.data();
     act.xscale = qa.xscale.data();
     act.xsum = qa.xsum.data();
+    act.xqsum = qa.xqsum.data();
   }
-  job.tile_rows = TileRows(m, b.n, act.kpad);
+  job.tile_rows = TileRows(m, b.n, act.kpad, TileQuantum(job.isa, b.bits, act.int8, m));
   job.bias = bias;
   job.y = y;
   const int64_t tiles = (b.n + job.tile_rows - 1) / job.tile_rows;
-  runner.Run(static_cast<size_t>(tiles), &RunTile<T>, &job);
+  if (serial) {
+    for (int64_t t = 0; t < tiles; ++t) RunTile<T>(&job, static_cast<size_t>(t));
+  } else {
+    runner.Run(static_cast<size_t>(tiles), &RunTile<T>, &job);
+  }
   if (job.out_of_memory) throw std::bad_alloc();
 }
 

@@ -110,6 +110,15 @@ QuantizeGroupFn QuantizeGroupFor(Isa isa) {
   }
 }
 
+bool DenseAddsOutliers(Isa isa, int bits, bool int8, int64_t m) {
+  return isa == Isa::kAvx512 && int8 && bits <= 4 && m < kPrefillM;
+}
+
+int64_t TileQuantum(Isa isa, int bits, bool int8, int64_t m) {
+  // The AVX-512 int8 prefill kernel: 2 panels of 16 rows (kernels_x86.inc).
+  return isa == Isa::kAvx512 && int8 && bits <= 4 && m >= kPrefillM ? 32 : 4;
+}
+
 bool UsesPermutedX(Isa isa, int bits, bool int8) {
   return isa == Isa::kAvx512 && !int8 && bits <= 4;
 }

@@ -41,12 +41,13 @@ struct Activations {
   int64_t kpad = 0;      // PaddedK(K): rows of x, xq, xu are zero past K
   int64_t n_groups = 0;  // groups of B along K
   bool int8 = false;
-  const float* x = nullptr;       // float [m, kpad] (always; outliers use it in both modes)
-  const int8_t* xq = nullptr;     // int8 mode: round(x / xscale) [m, kpad]
-  const uint8_t* xu = nullptr;    // int8 mode: xq + 128 [m, kpad]
-  const float* xscale = nullptr;  // int8 mode: [m, n_groups]
-  const float* xsum = nullptr;    // float: sum x per group; int8: xscale * sum xq; [m, n_groups]
-  const float* xp = nullptr;      // float mode, when UsesPermutedX: PermuteRowX(x) [m, kpad]
+  const float* x = nullptr;        // float [m, kpad] (always; outliers use it in both modes)
+  const int8_t* xq = nullptr;      // int8 mode: round(x / xscale) [m, kpad]
+  const uint8_t* xu = nullptr;     // int8 mode: xq + 128 [m, kpad]
+  const float* xscale = nullptr;   // int8 mode: [m, n_groups]
+  const float* xsum = nullptr;     // float: sum x per group; int8: xscale * sum xq; [m, n_groups]
+  const int32_t* xqsum = nullptr;  // int8 mode: sum xq per group [m, n_groups]
+  const float* xp = nullptr;       // float mode, when UsesPermutedX: PermuteRowX(x) [m, kpad]
 };
 
 // The AVX-512 float kernel for bits <= 4 dequantizes 16 codes with one table lookup (vpermps)
@@ -103,5 +104,16 @@ QuantizeGroupFn QuantizeGroupFor(Isa isa);
 void HalfToFloatAvx2(const Half* src, float* dst, int64_t n);
 
 DenseFn DenseFor(Isa isa);
+
+// The AVX-512 int8 kernels: the prefill kernel from this many rows of A, the decode kernel below.
+inline constexpr int64_t kPrefillM = 8;
+
+// True when the dense kernel also adds the outliers (inside its register tile, while the rows
+// of A are hot in L1): the AVX-512 int8 decode kernel. Otherwise the caller adds them
+// (OutliersFor, or row by row for kRef).
+bool DenseAddsOutliers(Isa isa, int bits, bool int8, int64_t m);
+
+// Rows of B of the dense kernel's register tile: tasks take multiples of it.
+int64_t TileQuantum(Isa isa, int bits, bool int8, int64_t m);
 
 }  // namespace adpq::cpu

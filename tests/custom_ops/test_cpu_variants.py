@@ -166,3 +166,70 @@ def test_bad_accuracy_level_is_an_error(adpq, rng):
     model, _ = adpq.one_node_model(np.float32, adpq.node_inputs(pw, None), adpq.attrs_of(pw))
     with pytest.raises(Exception, match="accuracy_level=7"):
         adpq.session(with_level(model, 7))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize(
+    ("k", "group_size"), [(576, 64), (576, 128), (1000, 256), (200, 96), (96, 32), (4096, 128)]
+)
+def test_int8_decode_tiles(adpq, rng, monkeypatch, variant, bits, k, group_size):
+    # The int8 decode kernel (M < 8): unrolled groups of 64, 128, 256 codes with a short last
+    # group (K = 576 at 128, 1000 at 256), other group sizes, tiles of 4 rows of B and single
+    # rows (the last row of B is read without reading past it), rows without outliers, and the
+    # outliers added inside the tile (float16 and int8 values).
+    for n, outlier_dtype in ((1, "float16"), (5, "int8"), (8, "float16"), (19, "int8")):
+        pw = adpq.quantized(rng, k, n, bits, group_size, 0.02, outlier_dtype)
+        pw = adpq.drop_outliers(pw, rng.choice(n, size=n // 3, replace=False))
+        model, feeds = adpq.one_node_model(
+            np.float32, adpq.node_inputs(pw, None), adpq.attrs_of(pw)
+        )
+        session = adpq.session(with_level(model, 4), threads=2)
+        for m in (1, 2, 3, 7):
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            ref = run_variant(monkeypatch, session, {"A": a, **feeds}, "ref")
+            y = run_variant(monkeypatch, session, {"A": a, **feeds}, variant)
+            assert_close(y, ref, MAX_REL_ERR_INT8)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize(("k", "group_size"), [(576, 64), (352, 160), (1000, 256), (64, 32)])
+def test_int8_prefill_panels(adpq, rng, monkeypatch, variant, bits, k, group_size):
+    # The int8 prefill kernel (M >= 8): panels of 16 rows of B, two per register tile, a last
+    # panel partly empty (N = 1, 15, 17, 33, 50), register tiles of up to 6 rows of A (M = 8,
+    # 13, 40), ragged groups.
+    for n in (1, 15, 16, 17, 33, 50):
+        pw = adpq.quantized(rng, k, n, bits, group_size, 0.01, str(rng.choice(["float16", "int8"])))
+        model, feeds = adpq.one_node_model(
+            np.float32, adpq.node_inputs(pw, None), adpq.attrs_of(pw)
+        )
+        session = adpq.session(with_level(model, 4), threads=2)
+        for m in (8, 13, 40):
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            ref = run_variant(monkeypatch, session, {"A": a, **feeds}, "ref")
+            y = run_variant(monkeypatch, session, {"A": a, **feeds}, variant)
+            assert_close(y, ref, MAX_REL_ERR_INT8)
+
+
+@pytest.mark.parametrize("level", [0, 4])
+def test_later_runs_with_cached_constant_inputs(adpq, rng, level):
+    # The kernel keeps the checked constant inputs of its first run: later runs with other A
+    # (shapes, dtypes) must still be exact, and a bad A must still be refused.
+    pw = adpq.quantized(rng, 320, 37, 3, 64, 0.02, "int8")
+    bias = rng.standard_normal(37).astype(np.float32)
+    model, feeds = adpq.one_node_model(np.float32, adpq.node_inputs(pw, bias), adpq.attrs_of(pw))
+    assert feeds == {}  # every input but A is an initializer
+    session = adpq.session(with_level(model, level))
+    tol = MAX_INT8_VS_FLOAT if level == 4 else MAX_REL_ERR_FLOAT
+    for shape in ((1, 320), (2, 3, 320), (40, 320), (320,)):
+        a = rng.standard_normal(shape).astype(np.float32)
+        y = session.run(None, {"A": a})[0]
+        ref = reference.adpq_matmul(a, pw, bias)
+        assert y.shape == ref.shape
+        if level == 4:
+            assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < tol
+        else:
+            assert_close(y, ref, tol)
+    with pytest.raises(Exception, match="K=321"):
+        session.run(None, {"A": rng.standard_normal((1, 321)).astype(np.float32)})
