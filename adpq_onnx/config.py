@@ -84,6 +84,70 @@ class LayerSettings:
     outlier_ratio: float
 
 
+RoundingMethod = Literal["nearest", "paired"]
+TransformKind = Literal["norm", "mlp", "attn"]
+TransformObjective = Literal["product", "weights"]
+_TRANSFORM_KINDS = ("norm", "mlp", "attn")
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundingConfig:
+    """Options of the rounding step (`PairWeightsPass` + `QuantizeWeightsPass`).
+
+    Attributes:
+        method: ``nearest`` rounds every weight to its closest level; ``paired`` rounds with
+            error feedback (GPTQ's update) against a proxy of the output error built from the
+            weights the layer meets in the graph (attention value/output, SwiGLU gate/up/down;
+            see `adpq_onnx.quant.proxies`). Weights with no partner round to nearest.
+        damp: Added to the proxy's diagonal, relative to its mean.
+        gain_aware: Build the proxies with the normalization gain γ in front of a block's
+            weights (input x̂ ⊙ γ with x̂ white) instead of a white input.
+    """
+
+    method: RoundingMethod = "nearest"
+    damp: float = 0.01
+    gain_aware: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("rounding.method", self.method, ("nearest", "paired"))
+        if not 0.0 < self.damp <= 10.0:
+            raise ConfigError(f"rounding.damp={self.damp} must be in (0, 10]")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformConfig:
+    """Options of `LearnTransformsPass`: function-preserving transforms learned from weights.
+
+    Attributes:
+        kinds: Which transforms: ``norm`` (a per-channel scale moved from the weights read by
+            a normalization into its gain), ``mlp`` (a per-channel scale between SwiGLU's up and
+            down projections), ``attn`` (an invertible head_dim × head_dim matrix per key/value
+            head between the value and output projections). All fold into existing weights:
+            no node is added.
+        steps: Optimizer steps per transform.
+        lr: Adam's learning rate.
+        objective: What ``attn`` and ``mlp`` minimize: ``product``, the quantization error of
+            the pair's product (each weight's error weighted by its partner), or
+            ``weights``, each weight's own error in the original basis.
+    """
+
+    kinds: tuple[TransformKind, ...] = ()
+    steps: int = 50
+    lr: float = 0.005
+    objective: TransformObjective = "product"
+
+    def __post_init__(self) -> None:
+        kinds = tuple(self.kinds)
+        object.__setattr__(self, "kinds", kinds)
+        for kind in kinds:
+            _check_choice("transforms.kinds", kind, _TRANSFORM_KINDS)
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= 100000:
+            raise ConfigError(f"transforms.steps={self.steps} must be an integer in [1, 100000]")
+        if not 0.0 < self.lr < 1.0:
+            raise ConfigError(f"transforms.lr={self.lr} must be in (0, 1)")
+        _check_choice("transforms.objective", self.objective, ("product", "weights"))
+
+
 @dataclasses.dataclass(frozen=True)
 class AdpQConfig:
     """How to quantize MatMul weights.
@@ -123,6 +187,9 @@ class AdpQConfig:
         rules: Per-layer overrides; the first `Rule` whose pattern matches a weight (or one
             of its nodes) sets its bits, group size and α. Each result is validated like the
             config's own values.
+        rounding: How codes are chosen on the grid (`RoundingConfig`).
+        transforms: Learned function-preserving transforms applied before quantization
+            (`TransformConfig`); none by default.
     """
 
     bits: int = 4
@@ -140,10 +207,16 @@ class AdpQConfig:
     accuracy_level: int = 0
     quantize_embeddings: bool = False
     rules: tuple[Rule, ...] = ()
+    rounding: RoundingConfig = dataclasses.field(default_factory=RoundingConfig)
+    transforms: TransformConfig = dataclasses.field(default_factory=TransformConfig)
 
     def __post_init__(self) -> None:
         rules = tuple(Rule(**r) if isinstance(r, dict) else r for r in self.rules)
         object.__setattr__(self, "rules", rules)
+        if isinstance(self.rounding, dict):
+            object.__setattr__(self, "rounding", RoundingConfig(**self.rounding))
+        if isinstance(self.transforms, dict):
+            object.__setattr__(self, "transforms", TransformConfig(**self.transforms))
         self._check_settings(self.bits, self.group_size, self.outlier_ratio)
         for rule in rules:
             where = f" (rule {rule.pattern!r})"
@@ -210,6 +283,7 @@ class AdpQConfig:
         """All fields plus the format ``version`` (rules as a list of dicts)."""
         data = dataclasses.asdict(self)
         data["rules"] = [dataclasses.asdict(r) for r in self.rules]
+        data["transforms"]["kinds"] = list(self.transforms.kinds)
         return {"version": CONFIG_VERSION, **data}
 
     @classmethod

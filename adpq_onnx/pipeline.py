@@ -27,6 +27,8 @@ from adpq_onnx.passes import (
     CleanupPass,
     FoldTransposedWeightsPass,
     GemmToMatMulPass,
+    LearnTransformsPass,
+    PairWeightsPass,
     QuantizeWeightsPass,
     QuantPlan,
     ReplaceMatMulWithAdpQPass,
@@ -67,6 +69,12 @@ def build_pipeline(
             # Analysis on the canonical graph, before anything is rewritten, so that each
             # weight's entry lists every MatMul that shares it.
             SelectMatMulsPass(config, plan),
+            # Optional (config.transforms): rewrite the selected float weights (and the gains
+            # before them) by learned function-preserving transforms; needs the selection to
+            # know each weight's bits, and must precede everything that reads weight values.
+            LearnTransformsPass(config, plan),
+            # Optional (config.rounding): which weights meet which in the graph, for rounding.
+            PairWeightsPass(config, plan),
             # Quantize once per weight; needs the complete list from the selection.
             QuantizeWeightsPass(config, plan, jobs=jobs, sink=sink, progress=progress),
             # Rewire only after every packed initializer exists; config.target picks the op.
@@ -172,6 +180,8 @@ def run(
     report = Report() if report is None else report
     report.layers[:] = plan.layers()
     report.skipped[:] = plan.skipped
+    report.transforms[:] = plan.transforms
+    report.paired[:] = [name for name in plan.proxies if name in plan.weights]
     report.config = config.to_dict()
     report.source = source
     if not report.layers:

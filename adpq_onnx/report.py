@@ -88,6 +88,8 @@ class Report:
     skipped: list[SkippedNode] = dataclasses.field(default_factory=list)
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str | None = None
+    transforms: list[str] = dataclasses.field(default_factory=list)
+    paired: list[str] = dataclasses.field(default_factory=list)  # weights rounded by a proxy
 
     def totals(self) -> dict[str, Any]:
         """Counts and sizes over all quantized weights."""
@@ -112,6 +114,8 @@ class Report:
             "totals": self.totals(),
             "layers": [layer.to_dict() for layer in self.layers],
             "skipped": [skip.to_dict() for skip in self.skipped],
+            "transforms": list(self.transforms),
+            "paired_rounding": list(self.paired),
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
@@ -139,6 +143,11 @@ class Report:
             lines.append("")
             lines.append(f"skipped {len(self.skipped)} node(s):")
             lines.extend(f"  {s.node} ({s.op_type}): {s.reason}" for s in self.skipped)
+        if self.transforms:
+            lines.append("")
+            lines.append(f"folded {len(self.transforms)} learned transform(s)")
+        if self.paired:
+            lines.append(f"rounded {len(self.paired)} weight(s) against a paired-weight proxy")
         t = self.totals()
         lines.append("")
         lines.append(

@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import functools
 import gc
+import itertools
 import json
 import sys
 import time
@@ -223,6 +224,18 @@ def _adpq(cfg: AdpQConfig) -> Callable[[Path, Path], None]:
     return run
 
 
+def _rounding_options(spec: str) -> dict[str, Any]:
+    """``paired:damp=1,gain`` → {"damp": 1.0, "gain_aware": True} (the --rounding syntax)."""
+    out: dict[str, Any] = {}
+    for item in spec.partition(":")[2].split(","):
+        key, _, value = item.partition("=")
+        if key == "damp":
+            out["damp"] = float(value)
+        elif key == "gain":
+            out["gain_aware"] = True
+    return out
+
+
 def adpq_grid(args: argparse.Namespace) -> list[Method]:
     methods = []
     for bits in args.bits:
@@ -230,7 +243,11 @@ def adpq_grid(args: argparse.Namespace) -> list[Method]:
             for alpha in args.alphas:
                 dtypes = ["int8", "float16"] if alpha > 0 and args.both_outlier_dtypes else ["int8"]
                 for odt in dtypes:
-                    for search in args.range_search:
+                    for search, rounding, tf in itertools.product(
+                        args.range_search, args.rounding, args.transforms
+                    ):
+                        tf, _, objective = tf.partition(":")
+                        kinds = () if tf == "none" else tuple(tf.split("+"))
                         cfg = AdpQConfig(
                             bits=bits,
                             group_size=group,
@@ -238,10 +255,21 @@ def adpq_grid(args: argparse.Namespace) -> list[Method]:
                             outlier_dtype=odt,
                             range_search=search,
                             lasso_scope=args.scope,
+                            rounding={
+                                "method": rounding.split(":")[0],
+                                **_rounding_options(rounding),
+                            },
+                            transforms={
+                                "kinds": kinds,
+                                "steps": args.transform_steps,
+                                "objective": objective or "product",
+                            },
                         )
-                        name = f"adpq b{bits} g{group} a{alpha:g} {odt}" + (
-                            f" rs{search}" if search else ""
-                        )
+                        name = f"adpq b{bits} g{group} a{alpha:g} {odt}"
+                        name += f" rs{search}" if search else ""
+                        name += f" round-{rounding}" if rounding != "nearest" else ""
+                        name += f" tf-{tf}" if kinds else ""
+                        name += f"-{objective}" if kinds and objective else ""
                         methods.append(Method(name, "adpq", bits, group, _adpq(cfg), cfg.to_dict()))
     return methods
 
@@ -319,6 +347,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", type=int, nargs="+", default=[64, 128])
     p.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.005, 0.01])
     p.add_argument("--range-search", type=int, nargs="+", default=[0])
+    p.add_argument(
+        "--rounding",
+        nargs="+",
+        default=["nearest"],
+        help="nearest / paired, with options: paired:damp=1,gain",
+    )
+    p.add_argument(
+        "--transforms",
+        nargs="+",
+        default=["none"],
+        help="none, or kinds joined by + (attn+mlp+norm), optionally :weights (the objective)",
+    )
+    p.add_argument("--transform-steps", type=int, default=50)
     p.add_argument("--scope", default="row")
     p.add_argument("--both-outlier-dtypes", action="store_true")
     p.add_argument("--gptq", type=int, default=8, help="calibration windows (0: no GPTQ)")
@@ -363,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         methods = [m for m in methods if args.only in m.name]
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    ref_cache: dict = {}  # the float model's log-probs per window, computed once
     with args.out.open("a") as out:
         base = evaluate.perplexity(float_path, text, ctx=args.ctx, windows=args.windows)
         row = {
@@ -410,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                 windows=args.windows,
                 reference=float_path,
                 tokenizer=float_path.parent,
+                reference_cache=ref_cache,
             )
             extra = {"evaluated": "custom op" if scored == dst else "dequantized twin"}
             if args.check_twin and scored != dst:

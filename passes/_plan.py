@@ -40,6 +40,23 @@ class WeightPlan:
         return self.weight.name
 
 
+@dataclasses.dataclass(frozen=True)
+class ProxySpec:
+    """How to build a weight's rounding proxy H from its neighbours (`quant.proxies`).
+
+    Attributes:
+        kind: The function of `adpq_onnx.quant.proxies` that builds H.
+        partners: Argument name of that function → initializer name of the partner weight.
+        dims: Its integer arguments (heads, head_dim, ...).
+        side: ``input`` (H over K) or ``output`` (H over N).
+    """
+
+    kind: str
+    partners: tuple[tuple[str, str], ...]
+    dims: tuple[tuple[str, int], ...] = ()
+    side: str = "input"
+
+
 @dataclasses.dataclass
 class _Skip:
     stage: str
@@ -52,6 +69,8 @@ class QuantPlan:
     def __init__(self) -> None:
         self.weights: dict[str, WeightPlan] = {}
         self.rejected: list[str] = []  # weights whose data cannot be quantized (NaN / Inf)
+        self.proxies: dict[str, ProxySpec] = {}  # weight name → its rounding proxy, if paired
+        self.transforms: list[str] = []  # one line per transform folded into the weights
         self._skips: list[_Skip] = []
 
     @property

@@ -15,7 +15,7 @@ import numpy as np
 
 from adpq_onnx.config import AdpQConfig, LayerSettings
 from adpq_onnx.formats import matmulnbits, packed
-from adpq_onnx.quant import adpq, affine
+from adpq_onnx.quant import adpq, affine, proxies
 
 HISTOGRAM_BINS = 64
 
@@ -39,6 +39,21 @@ class FileSlice:
 
 
 @dataclasses.dataclass(frozen=True)
+class Proxy:
+    """The rounding proxy of a weight: `proxies.<kind>(**partners, **dims)`, on `side`."""
+
+    kind: str
+    partners: tuple[tuple[str, np.ndarray | FileSlice], ...]
+    dims: tuple[tuple[str, int], ...]
+    side: str
+
+    def build(self) -> np.ndarray:
+        args: dict[str, object] = {k: _read(v) for k, v in self.partners}
+        args.update(self.dims)
+        return getattr(proxies, self.kind)(**args)  # type: ignore[no-any-return]
+
+
+@dataclasses.dataclass(frozen=True)
 class Job:
     """Quantize B[K, N] (`source`) with `settings`, packed for `config.target`."""
 
@@ -47,6 +62,11 @@ class Job:
     settings: LayerSettings
     config: AdpQConfig
     scale_dtype: str = "float16"  # MatMulNBits scales have A's dtype
+    proxy: Proxy | None = None
+
+
+def _read(source: np.ndarray | FileSlice) -> np.ndarray:
+    return source.read() if isinstance(source, FileSlice) else np.asarray(source)
 
 
 @dataclasses.dataclass
@@ -68,10 +88,12 @@ class Result:
 def run_job(job: Job) -> Result:
     """Quantize and pack one weight; raises ValueError for NaN / Inf and bad shapes."""
     start = time.perf_counter()
-    data = job.source.read() if isinstance(job.source, FileSlice) else job.source
-    w = np.ascontiguousarray(np.asarray(data).T, dtype=np.float32)  # [N, K], one copy
+    data = _read(job.source)
+    w = np.ascontiguousarray(data.T, dtype=np.float32)  # [N, K], one copy
     del data
     cfg, s = job.config, job.settings
+    # The proxy only steers rounding on AdpQ's own grid; MatMulNBits refits the grid below.
+    use_proxy = job.proxy is not None and cfg.target == "adpq"
     qw = adpq.quantize_weight(
         w,
         bits=s.bits,
@@ -82,6 +104,9 @@ def run_job(job: Job) -> Result:
         outlier_mode=cfg.outlier_mode,
         outlier_dtype=cfg.outlier_dtype,
         range_search=cfg.range_search,
+        proxy=job.proxy.build() if use_proxy and job.proxy is not None else None,
+        proxy_side=job.proxy.side if job.proxy is not None else "input",
+        damp=cfg.rounding.damp,
     )
     adpq_error = adpq.relative_error(qw, w)
     n, k = w.shape

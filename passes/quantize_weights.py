@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import typing
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -13,7 +14,7 @@ import onnx_ir as ir
 from adpq_onnx.config import AdpQConfig
 from adpq_onnx.passes import _match
 from adpq_onnx.passes._plan import QuantPlan, WeightPlan, node_label
-from adpq_onnx.passes._quantize_job import FileSlice, Job, Result, run_job
+from adpq_onnx.passes._quantize_job import FileSlice, Job, Proxy, Result, run_job
 from adpq_onnx.report import LayerReport
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
            while it is quantized; with ``jobs > 1`` weights are quantized in that many
            processes. Packed tensors go to `sink` as soon as they exist (e.g. straight into
            the output's data file), so memory stays near the largest weight.
-        6. Per weight it records K, N, outliers, bits per weight, the relative Frobenius
+        6. A weight with a proxy in ``plan.proxies`` (`PairWeightsPass`) is rounded against it
+           (target ``adpq`` only); its partners are read as they are now (float).
+        7. Per weight it records K, N, outliers, bits per weight, the relative Frobenius
            error of what is stored (and of AdpQ with its outliers), the LASSO cut and a
            histogram of the weight.
     """
@@ -63,9 +66,11 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         self.jobs = max(1, jobs)
         self.sink = sink
         self.progress = progress
+        self._inits: typing.Mapping[str, ir.Value] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.plan.forget(_STAGE)
+        self._inits = model.graph.initializers  # partners that are not weights (gains)
         names = _match.NameScope(model.graph)
         todo = [e for e in self.plan.weights.values() if not e.inputs]
         added = False
@@ -115,7 +120,21 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             settings=self.config.settings_for(names),
             config=self.config,
             scale_dtype="float16" if t == ir.DataType.FLOAT16 else "float32",
+            proxy=self._proxy(entry.name),
         )
+
+    def _proxy(self, name: str) -> Proxy | None:
+        spec = self.plan.proxies.get(name)
+        if spec is None:
+            return None
+        partners = []
+        for arg, partner in spec.partners:
+            entry = self.plan.weights.get(partner)
+            value = entry.weight if entry is not None else self._inits.get(partner)
+            if value is None or value.const_value is None:
+                return None  # the partner was rejected: round to nearest
+            partners.append((arg, _source(value.const_value)))
+        return Proxy(spec.kind, tuple(partners), spec.dims, spec.side)
 
     def _reject(self, entry: WeightPlan, error: ValueError) -> None:
         del self.plan.weights[entry.name]

@@ -115,6 +115,16 @@ def test_options_reach_the_config(tmp_path, model_path, capsys) -> None:
     assert (config["exclude"], config["gamma"], config["outlier_mode"]) == ("W2", 2.0, "shrink")
 
 
+def test_rounding_and_transform_options_reach_the_config(tmp_path, model_path, capsys) -> None:
+    out = tmp_path / "q.onnx"
+    argv = ["optimize", str(model_path), "-o", str(out), "--rounding", "paired"]
+    argv += ["--transforms", "mlp,norm", "--transform-steps", "3"]
+    assert cli.main(argv) == 0
+    config = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["adpq_onnx.config"])
+    assert config["rounding"]["method"] == "paired"
+    assert config["transforms"]["kinds"] == ["mlp", "norm"] and config["transforms"]["steps"] == 3
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -128,6 +138,9 @@ def test_options_reach_the_config(tmp_path, model_path, capsys) -> None:
         (["--rule", "down:bits=5"], "bits=5 (rule 'down')"),
         (["--rule", "nonsense"], "expected REGEX:key=value"),
         (["--jobs", "0"], "--jobs=0"),
+        (["--rounding", "stochastic"], "rounding.method='stochastic'"),
+        (["--transforms", "attn,spin"], "transforms.kinds='spin'"),
+        (["--transform-steps", "0"], "transforms.steps=0"),
     ],
 )
 def test_bad_options_exit_2(tmp_path, model_path, capsys, args, message) -> None:

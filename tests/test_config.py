@@ -31,6 +31,11 @@ from adpq_onnx.errors import UserError
         ({"include": "("}, "include"),
         ({"exclude": "[a-"}, "exclude"),
         ({"min_size": -1}, "min_size"),
+        ({"rounding": {"method": "stochastic"}}, "rounding.method"),
+        ({"rounding": {"damp": 0.0}}, "rounding.damp"),
+        ({"transforms": {"kinds": ("attn", "rotate")}}, "transforms.kinds"),
+        ({"transforms": {"steps": 0}}, "transforms.steps"),
+        ({"transforms": {"lr": 2.0}}, "transforms.lr"),
     ],
 )
 def test_bad_values_name_the_option(changes: dict, option: str) -> None:
@@ -63,6 +68,16 @@ def test_dict_and_json_round_trip() -> None:
     assert AdpQConfig.from_dict(data) == cfg
     assert AdpQConfig.from_dict(json.loads(cfg.to_json())) == cfg
     assert set(data) == {f.name for f in dataclasses.fields(AdpQConfig)} | {"version"}
+
+
+def test_nested_pass_configs_round_trip() -> None:
+    cfg = AdpQConfig(
+        rounding={"method": "paired", "damp": 0.1},
+        transforms={"kinds": ["attn", "norm"], "steps": 7},
+    )
+    assert cfg.rounding.method == "paired" and cfg.transforms.kinds == ("attn", "norm")
+    assert AdpQConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    assert AdpQConfig().rounding.method == "nearest" and AdpQConfig().transforms.kinds == ()
 
 
 def test_from_dict_rejects_unknown_version_and_fields() -> None:

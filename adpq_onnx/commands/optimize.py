@@ -44,6 +44,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--outlier-dtype", metavar=_choices(_config.OutlierDtype))
     p.add_argument("--range-search", type=int, metavar="N", help="grid shrink candidates")
     p.add_argument(
+        "--rounding",
+        dest="rounding_method",
+        metavar=_choices(_config.RoundingMethod),
+        help="paired: error-feedback rounding against a proxy built from the weights each "
+        "layer meets (attention value/output, SwiGLU); default nearest",
+    )
+    p.add_argument(
+        "--transforms",
+        dest="transform_kinds",
+        metavar="KIND[,KIND]",
+        help="learned function-preserving transforms folded into the weights before "
+        "quantization: attn, mlp, norm (comma-separated); default none",
+    )
+    p.add_argument("--transform-steps", type=int, metavar="N", help="optimizer steps per transform")
+    p.add_argument(
         "--accuracy-level",
         type=int,
         metavar="{0,4}",
@@ -100,6 +115,15 @@ def config_from_args(args: argparse.Namespace) -> AdpQConfig:
     }
     if "rules" in given:
         given["rules"] = tuple(_config.Rule.parse(text) for text in given["rules"])
+    if getattr(args, "rounding_method", None) is not None:
+        given["rounding"] = _config.RoundingConfig(method=args.rounding_method)
+    transforms: dict[str, object] = {}
+    if getattr(args, "transform_kinds", None):
+        transforms["kinds"] = tuple(k.strip() for k in args.transform_kinds.split(",") if k)
+    if getattr(args, "transform_steps", None) is not None:
+        transforms["steps"] = args.transform_steps
+    if transforms:
+        given["transforms"] = _config.TransformConfig(**transforms)  # type: ignore[arg-type]
     return AdpQConfig(**given)
 
 

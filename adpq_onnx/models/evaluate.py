@@ -91,6 +91,7 @@ def perplexity(
     *,
     stride: int | None = None,
     tokenizer: str | os.PathLike[str] | None = None,
+    reference_cache: dict[Any, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Perplexity of `model_path` on `text` (and KL from `reference`), per the module docstring.
 
@@ -102,6 +103,9 @@ def perplexity(
         reference: Another model with the same tokenizer (typically the float one).
         stride: Start-to-start distance of windows; None: ctx.
         tokenizer: Folder of the tokenizer; None: the model's folder.
+        reference_cache: A dict the caller keeps across calls: the reference's log-probs of
+            each window are stored there and reused (a benchmark scoring many models against
+            one float model runs it once). Entries are ~4·ctx·vocab bytes each.
 
     Returns:
         perplexity, nll, tokens (scored), windows, ctx, stride, text_tokens, seconds (all of
@@ -128,7 +132,13 @@ def perplexity(
         lp = model.log_probs(window, rows)
         nll -= float(lp[picks, targets].sum(dtype=np.float64))
         if ref is not None:
-            lp_ref = ref.log_probs(window, rows)
+            key = (str(reference), start, end, first, window.tobytes())
+            if reference_cache is not None and key in reference_cache:
+                lp_ref = reference_cache[key]
+            else:
+                lp_ref = ref.log_probs(window, rows)
+                if reference_cache is not None:
+                    reference_cache[key] = lp_ref
             ref_nll -= float(lp_ref[picks, targets].sum(dtype=np.float64))
             kl += float((np.exp(lp_ref) * (lp_ref - lp)).sum(dtype=np.float64))
         scored += len(targets)

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from adpq_onnx.quant import affine, lasso
+from adpq_onnx.quant import affine, lasso, rounding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +125,17 @@ def quantize_weight(
     outlier_mode: str = "exact",
     outlier_dtype: str = "float16",
     range_search: int = 0,
+    proxy: np.ndarray | None = None,
+    proxy_side: str = "input",
+    damp: float = 0.01,
 ) -> QuantizedWeight:
-    """Quantize w[N, K] (rows = output channels). See `adpq_onnx.AdpQConfig` for the options."""
+    """Quantize w[N, K] (rows = output channels). See `adpq_onnx.AdpQConfig` for the options.
+
+    With a `proxy` H (`adpq_onnx.quant.proxies`), the grid and the outlier positions are chosen
+    as without it, then the codes and outlier values are re-rounded by `rounding.gptq_round`:
+    H[K, K] on the ``input`` side (error feedback along K within each row), H[N, N] on the
+    ``output`` side (along N within each column).
+    """
     if w.ndim != 2:
         raise ValueError(f"expected a 2-D weight [N, K], got shape {w.shape}")
     if outlier_mode not in ("exact", "shrink"):
@@ -156,7 +165,47 @@ def quantize_weight(
         )
         for i in range(0, n, step)
     ]
-    return parts[0] if len(parts) == 1 else _concat_rows(parts)
+    qw = parts[0] if len(parts) == 1 else _concat_rows(parts)
+    if proxy is None:
+        return qw
+    return _reround(qw, w.astype(np.float32, copy=False), proxy, proxy_side, damp)
+
+
+def _reround(
+    qw: QuantizedWeight, w: np.ndarray, proxy: np.ndarray, side: str, damp: float
+) -> QuantizedWeight:
+    """`qw` with its codes and outlier values chosen by `gptq_round` on the same grid."""
+    if side not in ("input", "output"):
+        raise ValueError(f"unknown proxy side {side!r}")
+    n, k = qw.shape
+    rows = np.repeat(np.arange(n), np.diff(qw.outlier_ptr))
+    cols = qw.outlier_idx.astype(np.int64)
+    mask = np.zeros((n, k), dtype=bool)
+    mask[rows, cols] = True
+    scale = affine.expand_groups(qw.scales.astype(np.float32), k, qw.group_size)
+    zero = affine.expand_groups(qw.zeros.astype(np.float32), k, qw.group_size)
+    step = None
+    if qw.outlier_scale is not None:
+        step = np.repeat(qw.outlier_scale.astype(np.float32)[:, None], k, axis=1)
+    if side == "input":
+        codes, stored = rounding.gptq_round(w, proxy, scale, zero, qw.bits, mask, step, damp=damp)
+    else:
+        codes_t, stored_t = rounding.gptq_round(
+            w.T,
+            proxy,
+            scale.T,
+            zero.T,
+            qw.bits,
+            mask.T,
+            None if step is None else step.T,
+            damp=damp,
+        )
+        codes, stored = codes_t.T.copy(), stored_t.T
+    vals = stored[rows, cols]
+    oval: np.ndarray = vals.astype(np.float16)
+    if step is not None:
+        oval = np.clip(np.round(vals / step[rows, cols]), -127, 127).astype(np.int8)
+    return dataclasses.replace(qw, codes=codes, outlier_val=oval)
 
 
 def _quantize_rows(
