@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <new>
 #include <type_traits>
 #include <vector>
@@ -20,7 +21,18 @@ constexpr int64_t kMinTasks = 8;
 // Below this many multiply-adds (M * K * N) a call runs on the calling thread alone: waking an
 // idle pool thread (ORT's spinning off) took 5-10 us here, more than it saves; SmolLM2's decode
 // MatMuls (576 x 1536 and smaller, ~10-20 us on one core) all stay on one thread.
-constexpr int64_t kParallelMinMacs = int64_t{1} << 20;
+// ADPQ_PARALLEL_MIN_MACS overrides it (read once), for tuning on other machines.
+int64_t ParallelMinMacs() {
+  static const int64_t value = [] {
+    const char* env = std::getenv("ADPQ_PARALLEL_MIN_MACS");
+    if (env == nullptr || *env == '\0') return int64_t{1} << 20;
+    char* end = nullptr;
+    const long long v = std::strtoll(env, &end, 10);
+    return (end != nullptr && *end == '\0' && v >= 0) ? static_cast<int64_t>(v)
+                                                        : int64_t{1} << 20;
+  }();
+  return value;
+}
 
 inline float ToFloat(float v) { return v; }
 inline float ToFloat(Half v) { return HalfToFloat(v); }
@@ -263,7 +275,7 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
                      transpose ? xt.data() : nullptr,
                      job.mpad,
                      permute ? xp.data() : nullptr};
-  const bool serial = m * act.kpad * b.n < kParallelMinMacs;
+  const bool serial = m * act.kpad * b.n < ParallelMinMacs();
   Prepare(prep, runner, serial);
   if (permute) act.xp = xp.data();
   job.xt = transpose ? xt.data() : nullptr;
