@@ -262,6 +262,7 @@ def adpq_grid(args: argparse.Namespace) -> list[Method]:
                             transforms={
                                 "kinds": kinds,
                                 "steps": args.transform_steps,
+                                # ":weights" in the grid names it; rows keep their names
                                 "objective": objective or "product",
                             },
                         )

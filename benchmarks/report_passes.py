@@ -28,7 +28,8 @@ def passes_of(row: dict) -> str:
     tf = p.get("transforms", {})
     if tf.get("kinds"):
         objective = tf.get("objective", "product")
-        used.append("transforms " + "+".join(tf["kinds"]) + f" ({objective})")
+        pairs = {"attn", "mlp"} & set(tf["kinds"])  # norm has no objective choice
+        used.append("transforms " + "+".join(tf["kinds"]) + (f" ({objective})" if pairs else ""))
     return " + ".join(used) if used else "AdpQ alone"
 
 
@@ -83,9 +84,15 @@ def plot(rows: list[dict], png: Path) -> None:
         sel = sorted((r for r in ok if r["bits"] == bits), key=lambda r: -r["perplexity"])
         labels = [passes_of(r) for r in sel]
         values = [100 * r["ppl_change"] for r in sel]
-        colours = ["tab:gray" if lab == "AdpQ alone" else "tab:red" for lab in labels]
+        base = next((v for lab, v in zip(labels, values, strict=True) if lab == "AdpQ alone"), None)
+        colours = [
+            "tab:gray"
+            if lab == "AdpQ alone"
+            else ("tab:green" if base is not None and v < base else "tab:red")
+            for lab, v in zip(labels, values, strict=True)
+        ]
         ax.barh(labels, values, color=colours)
-        ax.set_xlabel("perplexity rise over float (%)")
+        ax.set_xlabel("perplexity rise over float (%); green: lower than AdpQ alone")
         ax.set_title(f"{bits}-bit, equal bits per weight")
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="y", labelsize=8)

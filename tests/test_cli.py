@@ -119,10 +119,12 @@ def test_rounding_and_transform_options_reach_the_config(tmp_path, model_path, c
     out = tmp_path / "q.onnx"
     argv = ["optimize", str(model_path), "-o", str(out), "--rounding", "paired"]
     argv += ["--transforms", "mlp,norm", "--transform-steps", "3"]
+    argv += ["--transform-objective", "product"]
     assert cli.main(argv) == 0
     config = json.loads({p.key: p.value for p in onnx.load(out).metadata_props}["adpq_onnx.config"])
     assert config["rounding"]["method"] == "paired"
     assert config["transforms"]["kinds"] == ["mlp", "norm"] and config["transforms"]["steps"] == 3
+    assert config["transforms"]["objective"] == "product"
 
 
 @pytest.mark.parametrize(

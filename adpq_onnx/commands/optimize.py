@@ -122,6 +122,8 @@ def config_from_args(args: argparse.Namespace) -> AdpQConfig:
         transforms["kinds"] = tuple(k.strip() for k in args.transform_kinds.split(",") if k)
     if getattr(args, "transform_steps", None) is not None:
         transforms["steps"] = args.transform_steps
+    if getattr(args, "transform_objective", None) is not None:
+        transforms["objective"] = args.transform_objective
     if transforms:
         given["transforms"] = _config.TransformConfig(**transforms)  # type: ignore[arg-type]
     return AdpQConfig(**given)
