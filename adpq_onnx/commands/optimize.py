@@ -59,6 +59,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     p.add_argument("--transform-steps", type=int, metavar="N", help="optimizer steps per transform")
     p.add_argument(
+        "--transform-objective",
+        metavar=_choices(_config.TransformObjective),
+        help="what attn/mlp transforms minimize; default weights",
+    )
+    p.add_argument(
         "--accuracy-level",
         type=int,
         metavar="{0,4}",
