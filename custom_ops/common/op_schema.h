@@ -2,7 +2,6 @@
 // of one name, whatever their provider, into one ONNX schema and requires them to agree on the
 // number of inputs and outputs and on which are optional; only the types may differ. So each
 // provider registers one op per (bias type, outlier_val type) and takes these from here.
-// (cpu/adpq_matmul.cc still spells out the same table; it can switch to this header.)
 #pragma once
 
 #include <onnxruntime_cxx_api.h>

@@ -6,6 +6,7 @@
 #include "adpq/format.h"
 #include "adpq/half.h"
 #include "common/error.h"
+#include "common/op_schema.h"
 #include "cpu/dequant_gemm.h"
 #include "cpu/register.h"
 
@@ -173,22 +174,11 @@ const char* AdpQMatMulOp::GetName() const { return kAdpqMatMulName; }
 size_t AdpQMatMulOp::GetInputTypeCount() const { return kNumInputs; }
 
 ONNXTensorElementDataType AdpQMatMulOp::GetInputType(size_t index) const {
-  switch (index) {
-    case kInputCodes:
-    case kInputZeroPoints: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
-    case kInputScales:
-    case kInputOutlierScale: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
-    case kInputOutlierPtr: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
-    case kInputOutlierIdx: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16;
-    case kInputOutlierVal: return outlier_val_type_;
-    case kInputBias: return bias_type_;
-    default: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;  // A: any type, checked at run
-  }
+  return InputType(index, bias_type_, outlier_val_type_);  // the schema all providers share
 }
 
 OrtCustomOpInputOutputCharacteristic AdpQMatMulOp::GetInputCharacteristic(size_t index) const {
-  return index == kInputBias || index == kInputOutlierScale ? INPUT_OUTPUT_OPTIONAL
-                                                            : INPUT_OUTPUT_REQUIRED;
+  return InputCharacteristic(index);
 }
 
 void RegisterOps(const OrtApi& api, OrtCustomOpDomain* domain) {
