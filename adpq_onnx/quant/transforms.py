@@ -107,6 +107,11 @@ def _t(a: np.ndarray) -> Any:
 PROBES = 64
 
 
+def _sq(t: Any) -> float:
+    """‖t‖², or 1 for an all-zero tensor (used as a divisor)."""
+    return float((t * t).sum()) or 1.0
+
+
 def _probes(d: int) -> Any:
     gen = _torch().Generator().manual_seed(0)
     return _torch().randn(PROBES, d, generator=gen)
@@ -131,7 +136,7 @@ def learn_norm_scale(
     """s[K] for weights B_i[K, N_i] that read the same normalized input (see module doc)."""
     torch = _torch()
     bs = [_t(b) for b in weights]
-    norms = [float((b * b).sum()) or 1.0 for b in bs]
+    norms = [_sq(b) for b in bs]
     theta = torch.zeros(bs[0].shape[0], requires_grad=True)
 
     def loss() -> Any:
@@ -162,12 +167,13 @@ def learn_mlp_scale(
     """
     torch = _torch()
     u, d = _t(b_up), _t(b_down)
-    x = _probes(u.shape[0])
-    ref = (x @ u) @ d
-    norm = float((ref * ref).sum()) or 1.0
     theta = torch.zeros(u.shape[1], requires_grad=True)
-
-    nu, nd = float((u * u).sum()) or 1.0, float((d * d).sum()) or 1.0
+    if objective == "weights":
+        nu, nd = _sq(u), _sq(d)
+    else:
+        x = _probes(u.shape[0])
+        ref = (x @ u) @ d
+        norm = _sq(ref)
 
     def loss() -> Any:
         s = theta.exp()
@@ -210,11 +216,9 @@ def learn_attention_mix(
         return torch.einsum("pgi,grie->pgre", torch.einsum("pd,dgi->pgi", x, vv), oo)
 
     ref = heads_out(vh, oh)
-    norm = float((ref * ref).sum()) or 1.0
+    norm, nv, no = _sq(ref), _sq(v), _sq(o)
     delta = torch.zeros(kv, head_dim, head_dim, requires_grad=True)
     eye = torch.eye(head_dim)
-
-    nv, no = float((v * v).sum()) or 1.0, float((o * o).sum()) or 1.0
 
     def loss() -> Any:
         m = eye + delta
