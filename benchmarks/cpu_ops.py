@@ -55,23 +55,26 @@ class Variant:
     times: list[float] = field(default_factory=list)  # seconds per MatMul, one per round
 
 
-def _float_model(weights: list[np.ndarray]) -> onnx.ModelProto:
-    k, n = weights[0].shape
-    inits = [numpy_helper.from_array(w, f"W{i}") for i, w in enumerate(weights)]
-    nodes = [helper.make_node("MatMul", ["A", f"W{i}"], [f"Y{i}"]) for i in range(len(weights))]
+def _chain(nodes: list, inits: list, k: int, n: int, opsets: list) -> onnx.ModelProto:
+    """The benchmark graph: every node reads A[M, K] and writes its own Y{i}[M, N]."""
     graph = helper.make_graph(
         nodes,
         "chain",
         [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, ["M", k])],
         [
             helper.make_tensor_value_info(f"Y{i}", onnx.TensorProto.FLOAT, ["M", n])
-            for i in range(len(weights))
+            for i in range(len(nodes))
         ],
         inits,
     )
-    return helper.make_model(
-        graph, ir_version=IR_VERSION, opset_imports=[helper.make_opsetid("", OPSET)]
-    )
+    return helper.make_model(graph, ir_version=IR_VERSION, opset_imports=opsets)
+
+
+def _float_model(weights: list[np.ndarray]) -> onnx.ModelProto:
+    k, n = weights[0].shape
+    inits = [numpy_helper.from_array(w, f"W{i}") for i, w in enumerate(weights)]
+    nodes = [helper.make_node("MatMul", ["A", f"W{i}"], [f"Y{i}"]) for i in range(len(weights))]
+    return _chain(nodes, inits, k, n, [helper.make_opsetid("", OPSET)])
 
 
 def _matmulnbits_model(fp32: onnx.ModelProto, accuracy_level: int) -> onnx.ModelProto:
@@ -115,24 +118,8 @@ def _adpq_model(packed: list, accuracy_level: int) -> onnx.ModelProto:
                 accuracy_level=accuracy_level,
             )
         )
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, ["M", k])],
-        [
-            helper.make_tensor_value_info(f"Y{i}", onnx.TensorProto.FLOAT, ["M", n])
-            for i in range(len(packed))
-        ],
-        inits,
-    )
-    return helper.make_model(
-        graph,
-        ir_version=IR_VERSION,
-        opset_imports=[
-            helper.make_opsetid("", OPSET),
-            helper.make_opsetid(spec.DOMAIN, spec.DOMAIN_VERSION),
-        ],
-    )
+    opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(spec.DOMAIN, spec.DOMAIN_VERSION)]
+    return _chain(nodes, inits, k, n, opsets)
 
 
 def _nbits_weight_bytes(model: onnx.ModelProto) -> int:
