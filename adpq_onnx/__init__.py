@@ -14,7 +14,7 @@ from typing import Any
 
 from adpq_onnx.config import AdpQConfig, ConfigError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "optimize": "adpq_onnx.pipeline",

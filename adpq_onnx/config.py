@@ -184,8 +184,9 @@ class AdpQConfig:
         min_size: Weights with fewer elements are left alone.
         target: ``adpq`` writes AdpQMatMul nodes (needs the op library); ``matmulnbits``
             writes stock ORT com.microsoft MatMulNBits with outliers folded into the grid.
-        accuracy_level: Written on each AdpQMatMul node, as in ORT's MatMulNBits: 0 computes
-            in float32; 4 lets the CPU kernel quantize activations to int8 per group (VNNI).
+        accuracy_level: Written on each AdpQMatMul (or, with target ``matmulnbits``,
+            MatMulNBits) node, as in ORT's MatMulNBits: 0 computes in float32; 4 lets the CPU
+            kernel quantize activations to int8 per group (VNNI).
         quantize_embeddings: Also quantize MatMuls whose weight is shared with a Gather
             (a tied embedding / lm_head). Off by default: embeddings stay at full precision.
         rules: Per-layer overrides; the first `Rule` whose pattern matches a weight (or one

@@ -56,7 +56,7 @@ def build_pipeline(
     """
     plan = QuantPlan() if plan is None else plan
     replace: ir.passes.InPlacePass = (
-        ReplaceMatMulWithMatMulNBitsPass(plan)
+        ReplaceMatMulWithMatMulNBitsPass(plan, config.accuracy_level)
         if config.target == "matmulnbits"
         else ReplaceMatMulWithAdpQPass(plan, config.accuracy_level)
     )

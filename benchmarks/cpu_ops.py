@@ -116,6 +116,7 @@ def _adpq_model(packed: list, accuracy_level: int) -> onnx.ModelProto:
                 bits=pw.bits,
                 block_size=pw.group_size,
                 accuracy_level=accuracy_level,
+                **spec.layout_attrs(pw.bits),
             )
         )
     opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid(spec.DOMAIN, spec.DOMAIN_VERSION)]

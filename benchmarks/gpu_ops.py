@@ -162,6 +162,7 @@ def _layer(variant: str, i: int, x: str, y: str, w: Weights) -> tuple[onnx.NodeP
         N=w.n,
         bits=pw.bits,
         block_size=pw.group_size,
+        **spec.layout_attrs(pw.bits),
     )
     return node, inits
 

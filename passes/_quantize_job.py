@@ -15,6 +15,7 @@ import numpy as np
 
 from adpq_onnx.config import AdpQConfig, LayerSettings
 from adpq_onnx.formats import matmulnbits, packed
+from adpq_onnx.ops import spec
 from adpq_onnx.quant import adpq, affine, proxies
 
 HISTOGRAM_BINS = 64
@@ -122,6 +123,7 @@ def run_job(job: Job) -> Result:
         bpw = nb.bits_per_weight
     else:
         tensors = packed.pack(qw).tensors()
+        attrs.update(spec.layout_attrs(s.bits))
         error, bpw = adpq_error, adpq.bits_per_weight(qw)
     rows = np.repeat(np.arange(n), np.diff(qw.outlier_ptr))
     # The smallest |w| kept apart: the LASSO cut (per row it may be higher).

@@ -22,7 +22,8 @@ class ReplaceMatMulWithMatMulNBitsPass(ir.passes.InPlacePass):
         1. Every MatMul listed under a quantized weight of the plan is replaced; nodes that
            share a weight share its packed initializers (`formats.matmulnbits`).
         2. The new node keeps the MatMul's name and output and gets the attributes K, N, bits
-           and block_size.
+           and block_size, and ``accuracy_level`` when it is not 0 (MatMulNBits' own attribute,
+           with the meaning it has on AdpQMatMul: 4 = int8 activations on the CPU).
         3. A MatMul whose A dtype differs from the dtype of the weight's scales (a weight
            shared by float32 and float16 MatMuls) is left alone and recorded as skipped.
         4. ``Add(Y, bias[N])`` as the MatMul's only consumer is fused into the bias input
@@ -31,9 +32,10 @@ class ReplaceMatMulWithMatMulNBitsPass(ir.passes.InPlacePass):
            `CleanupPass`.
     """
 
-    def __init__(self, plan: QuantPlan) -> None:
+    def __init__(self, plan: QuantPlan, accuracy_level: int = 0) -> None:
         super().__init__()
         self.plan = plan
+        self.accuracy_level = accuracy_level
 
     def requires(self, model: ir.Model) -> None:
         for entry in self.plan.weights.values():
@@ -65,7 +67,10 @@ class ReplaceMatMulWithMatMulNBitsPass(ir.passes.InPlacePass):
         inputs: list[ir.Value | None] = [node.inputs[0], *(entry.inputs[k] for k in INPUTS)]
         if bias is not None:
             inputs += [None, bias]
-        new = ir.node(OP_TYPE, inputs, entry.attrs, domain=MS_DOMAIN, name=node.name)
+        attrs = dict(entry.attrs)
+        if self.accuracy_level:
+            attrs["accuracy_level"] = self.accuracy_level
+        new = ir.node(OP_TYPE, inputs, attrs, domain=MS_DOMAIN, name=node.name)
         old_nodes = [node] if add is None else [node, add]
         ir.convenience.replace_nodes_and_values(
             graph, node, old_nodes, [new], old_nodes[-1].outputs, new.outputs

@@ -263,6 +263,20 @@ def test_matmulnbits_target_runs_on_stock_ort(float_model, x, ratio) -> None:
         assert layer.bits_per_weight == pytest.approx(layer.packed_bytes * 8 / (layer.K * layer.N))
 
 
+def test_matmulnbits_target_carries_accuracy_level(float_model, x) -> None:
+    import onnxruntime as ort
+
+    model = pipeline.optimize(float_model, AdpQConfig(target="matmulnbits", accuracy_level=4))
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            levels = [a.i for a in node.attribute if a.name == "accuracy_level"]
+            assert levels == [4], node.name
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(OUTPUTS, {"x": x})
+    for g, ref in zip(got, _outputs(float_model, x), strict=True):
+        assert np.linalg.norm(g - ref) / np.linalg.norm(ref) < MAX_REL_ERROR_NBITS_FOLDED
+
+
 def test_rules_set_bits_per_layer(float_model) -> None:
     from adpq_onnx.config import Rule
 

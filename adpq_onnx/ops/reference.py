@@ -49,7 +49,13 @@ class AdpQMatMul(OpRun):
         bits=None,
         block_size=None,
         accuracy_level=None,  # a speed hint for kernels; the spec is the float32 result
+        packing=None,
     ):
+        if bits == 3 and packing != spec.PACKING_3BIT:
+            raise ValueError(
+                f"3-bit codes without attribute packing={spec.PACKING_3BIT} are in the per-block"
+                " layout of adpq-onnx 0.1; quantize the float model again"
+            )
         attrs = {"K": K, "N": N, "bits": bits, "block_size": block_size}
         tensors = {
             "codes": codes,

@@ -11,7 +11,9 @@
 
     attributes: K, N, bits (2|3|4|8), block_size (the group size), optional accuracy_level
     (0: float32 compute; 4: the CPU kernel may quantize A to int8 per group) — named as in
-    ORT's com.microsoft.MatMulNBits so that readers can carry over what they know.
+    ORT's com.microsoft.MatMulNBits so that readers can carry over what they know — and,
+    on 3-bit nodes only, packing = 2 (the codes' layout: units of two blocks, formats/bitpack;
+    3-bit nodes of adpq-onnx 0.1 lack it and are refused rather than misread).
 
 The domain string is the same constant in custom_ops/include/adpq/format.h (kAdpqDomain);
 tests/custom_ops/test_domain.py runs a one-node model to check that they agree.
@@ -36,4 +38,10 @@ INPUTS = (
 )
 PACKED_INPUTS = INPUTS[1:7]
 ATTRIBUTES = ("K", "N", "bits", "block_size")
-OPTIONAL_ATTRIBUTES = ("accuracy_level",)
+OPTIONAL_ATTRIBUTES = ("accuracy_level", "packing")
+PACKING_3BIT = 2
+
+
+def layout_attrs(bits: int) -> dict[str, int]:
+    """The attributes that name the codes' layout: `packing` on 3-bit nodes."""
+    return {"packing": PACKING_3BIT} if bits == 3 else {}

@@ -102,6 +102,17 @@ MatMulAttrs MatMulAttrs::FromKernelInfo(const OrtApi& api, const OrtKernelInfo* 
   if (a.n < 1) Fail("attribute N=", a.n, " must be >= 1");
   if (!IsSupportedBits(bits)) Fail("attribute bits=", bits, " must be 2, 3, 4 or 8");
   a.bits = static_cast<int>(bits);
+  if (bits == 3) {
+    int64_t packing = 0;
+    if (OrtStatus* st = api.KernelInfoGetAttribute_int64(info, "packing", &packing)) {
+      api.ReleaseStatus(st);
+    }
+    if (packing != kPacking3) {
+      Fail("3-bit codes without attribute packing=", kPacking3,
+           " are in the per-block layout of adpq-onnx 0.1, which this library no longer reads; "
+           "quantize the float model again with adpq-onnx optimize");
+    }
+  }
   if (!IsSupportedGroupSize(a.group_size)) {
     Fail("attribute block_size=", a.group_size, " must be a multiple of ", kBlock, " in [",
          kMinGroupSize, ", ", kMaxGroupSize, "]");

@@ -20,7 +20,8 @@ struct MatMulAttrs {
   int bits = 0;
   int64_t group_size = 0;  // attribute block_size
 
-  // Reads and validates K, N, bits, block_size; throws InvalidArgument.
+  // Reads and validates K, N, bits, block_size (and a 3-bit node's packing); throws
+  // InvalidArgument.
   static MatMulAttrs FromKernelInfo(const OrtApi& api, const OrtKernelInfo* info);
 };
 

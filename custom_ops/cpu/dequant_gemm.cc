@@ -18,18 +18,20 @@ namespace {
 // Multiply-adds a task aims for: about 10-50 us in int8 mode, a little more in float.
 constexpr int64_t kTaskMacs = int64_t{1} << 20;
 constexpr int64_t kMinTasks = 8;
-// Below this many multiply-adds (M * K * N) a call runs on the calling thread alone: waking an
-// idle pool thread (ORT's spinning off) took 5-10 us here, more than it saves; SmolLM2's decode
-// MatMuls (576 x 1536 and smaller, ~10-20 us on one core) all stay on one thread.
+// Below this many multiply-adds (M * K * N) a call runs on the calling thread alone. Measured
+// on SmolLM2 decode (2 threads, BENCHMARKS.md §3): with ORT's default (idle pool threads
+// spinning) splitting even its smallest MatMuls (576 x 192, 1.1e5 multiply-adds, ~5 us) over
+// the pool took decode from 54 to 65 tokens/s; with spinning off, waking a thread costs about
+// as much as it saves (-1 %). Only calls too small to be worth any hand-off stay serial.
 // ADPQ_PARALLEL_MIN_MACS overrides it (read once), for tuning on other machines.
+constexpr int64_t kParallelMinMacs = int64_t{1} << 16;
 int64_t ParallelMinMacs() {
   static const int64_t value = [] {
     const char* env = std::getenv("ADPQ_PARALLEL_MIN_MACS");
-    if (env == nullptr || *env == '\0') return int64_t{1} << 20;
+    if (env == nullptr || *env == '\0') return kParallelMinMacs;
     char* end = nullptr;
     const long long v = std::strtoll(env, &end, 10);
-    return (end != nullptr && *end == '\0' && v >= 0) ? static_cast<int64_t>(v)
-                                                        : int64_t{1} << 20;
+    return (end != nullptr && *end == '\0' && v >= 0) ? static_cast<int64_t>(v) : kParallelMinMacs;
   }();
   return value;
 }
@@ -253,7 +255,7 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
   thread_local QuantizedA qa;
   thread_local std::vector<float> xt;
   thread_local std::vector<float> xp;
-  const bool permute = UsesPermutedX(job.isa, b.bits, act.int8);
+  const bool permute = UsesPermutedX(job.isa, b.bits, act.int8, b.group_size);
   if (permute) xp.resize(static_cast<size_t>(m * act.kpad));
   job.outliers = OutliersFor(job.isa);
   job.dense_adds_outliers = DenseAddsOutliers(job.isa, b.bits, act.int8, m);

@@ -32,7 +32,7 @@ bool CpuHas(Isa isa) {
 template <int Bits>
 void UnpackRowRef(const uint8_t* codes_row, int64_t blocks, uint8_t* out) {
   for (int64_t blk = 0; blk < blocks; ++blk) {
-    UnpackBlockRef<Bits>(codes_row + blk * BlockBytes(Bits), out + blk * kBlock);
+    UnpackBlockRef<Bits>(codes_row, blk, blocks, out + blk * kBlock);
   }
 }
 
@@ -119,8 +119,11 @@ int64_t TileQuantum(Isa isa, int bits, bool int8, int64_t m) {
   return isa == Isa::kAvx512 && int8 && bits <= 4 && m >= kPrefillM ? 32 : 4;
 }
 
-bool UsesPermutedX(Isa isa, int bits, bool int8) {
-  return isa == Isa::kAvx512 && !int8 && bits <= 4;
+bool UsesPermutedX(Isa isa, int bits, bool int8, int64_t group_size) {
+  // 3-bit pairs are units of two blocks from an even block: groups of an odd number of blocks
+  // would pair them differently from PermuteRowX, so those take the generic float kernel.
+  const bool pairs_are_units = bits != 3 || (group_size / kBlock) % 2 == 0;
+  return isa == Isa::kAvx512 && !int8 && bits <= 4 && pairs_are_units;
 }
 
 void PermuteRowX(const float* x, int64_t kpad, int64_t group_size, float* xp) {

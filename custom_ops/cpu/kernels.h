@@ -54,8 +54,9 @@ struct Activations {
 // and reads A in the order the lookups produce: within each group of B, blocks are taken in
 // pairs from the group's first block (a last odd block alone), and for a pair starting at
 // k0 = 32 * blk,  xp[k0 + 16 s + d] = x[k0 + 4 d + s]  (s < 4, d < 16); for a lone block,
-// xp[k0 + 8 s + d] = x[k0 + 4 d + s]  (s < 4, d < 8).
-bool UsesPermutedX(Isa isa, int bits, bool int8);
+// xp[k0 + 8 s + d] = x[k0 + 4 d + s]  (s < 4, d < 8). Not for 3 bits in groups of an odd
+// number of blocks (3-bit pairs are units, format.h).
+bool UsesPermutedX(Isa isa, int bits, bool int8, int64_t group_size);
 void PermuteRowX(const float* x, int64_t kpad, int64_t group_size, float* xp);
 
 // Dense part of rows [n0, n1) of Y^T for every row of A: y[i * ldy + (n - n0)] for i < m.

@@ -102,14 +102,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32) GemvKernel(const GemvParams p
   // block b is computed.
   const int64_t nb = g.n_blocks;
   const int64_t full_blocks = g.k / kBlock;  // blocks entirely inside K
-  uint32_t w[C][Bits];
+  uint32_t w[C][BlockWords(Bits)];
   uint16_t sbits[C];
   uint8_t zero[C];
   auto load = [&](int64_t b) {
     const int64_t grp = b * kBlock / g.group_size;
 #pragma unroll
     for (int c = 0; c < C; ++c) {
-      LoadBlockWords<Bits>(crow[c] + b * BlockBytes(Bits), w[c]);
+      LoadBlockWords<Bits>(crow[c], b, nb, w[c]);
       sbits[c] = __ldg(g.scales + col[c] * g.n_groups + grp);
       zero[c] = __ldg(g.zeros + col[c] * g.n_groups + grp);
     }

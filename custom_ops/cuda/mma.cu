@@ -179,7 +179,7 @@ __global__ void __launch_bounds__(kThreads, 2) MmaKernel(const MmaParams p) {
   constexpr int64_t kNoOutlier = int64_t{1} << 40;
   int64_t next_idx = cursor < row_end ? __ldg(g.outlier_idx + cursor) : kNoOutlier;
 
-  uint32_t w[Bits];
+  uint32_t w[BlockWords(Bits)];
   uint16_t sbits = 0;
   uint8_t zero = 0;
   bool b_ok = false;
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(kThreads, 2) MmaKernel(const MmaParams p) {
     const int64_t blk = kt * 2 + b_half;
     b_ok = row_ok && blk < g.n_blocks;
     if (b_ok) {
-      LoadBlockWords<Bits>(crow + blk * BlockBytes(Bits), w);
+      LoadBlockWords<Bits>(crow, blk, g.n_blocks, w);
       const int64_t grp = blk * kBlock / g.group_size;
       sbits = __ldg(g.scales + nr * g.n_groups + grp);
       zero = __ldg(g.zeros + nr * g.n_groups + grp);

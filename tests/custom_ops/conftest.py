@@ -109,7 +109,8 @@ def one_node_model(
 
 
 def attrs_of(pw: PackedWeight) -> dict[str, int]:
-    return {"K": pw.k, "N": pw.n, "bits": pw.bits, "block_size": pw.group_size}
+    attrs = {"K": pw.k, "N": pw.n, "bits": pw.bits, "block_size": pw.group_size}
+    return attrs | spec.layout_attrs(pw.bits)
 
 
 class OpHelpers:

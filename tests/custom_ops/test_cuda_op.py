@@ -120,6 +120,7 @@ def build_model(
     while names[-1] == "":
         names.pop()
     attrs = {"K": pw.k, "N": pw.n, "bits": pw.bits, "block_size": pw.group_size}
+    attrs |= spec.layout_attrs(pw.bits)
     io_elem = onnx.TensorProto.FLOAT if dtype == "bfloat16" else ELEM[dtype]
     nodes = [
         helper.make_node(

@@ -30,7 +30,7 @@ def int8_weight(adpq, rng):
 
 
 def run(adpq, inputs, a, attrs=None):
-    attrs = attrs or {"K": K, "N": N, "bits": BITS, "block_size": GROUP}
+    attrs = attrs or {"K": K, "N": N, "bits": BITS, "block_size": GROUP, "packing": 2}
     model, feeds = adpq.one_node_model(a.dtype, inputs, attrs, as_initializers=False)
     return adpq.session(model).run(None, {"A": a, **feeds})[0]
 
@@ -149,7 +149,7 @@ def test_bias_shape_and_type(adpq, rng, weight):
     ],
 )
 def test_bad_attributes(adpq, rng, weight, attr, value, message):
-    attrs = {"K": K, "N": N, "bits": BITS, "block_size": GROUP, attr: value}
+    attrs = {"K": K, "N": N, "bits": BITS, "block_size": GROUP, "packing": 2, attr: value}
     with pytest.raises(INIT_ERRORS, match=message):
         run(adpq, adpq.node_inputs(weight, None), a_of(rng), attrs)
 
@@ -160,7 +160,19 @@ def test_missing_attribute(adpq, rng, weight):
             adpq,
             adpq.node_inputs(weight, None),
             a_of(rng),
-            {"K": K, "bits": BITS, "block_size": GROUP},
+            {"K": K, "bits": BITS, "block_size": GROUP, "packing": 2},
+        )
+
+
+def test_3bit_codes_of_the_old_layout_are_refused(adpq, rng, weight):
+    # A 3-bit node without packing=2 was written by adpq-onnx 0.1 (per-block bit planes): a
+    # clear error at session creation instead of silently wrong outputs.
+    with pytest.raises(INIT_ERRORS, match="packing=2 .* adpq-onnx 0.1"):
+        run(
+            adpq,
+            adpq.node_inputs(weight, None),
+            a_of(rng),
+            {"K": K, "N": N, "bits": 3, "block_size": GROUP},
         )
 
 

@@ -13,9 +13,10 @@ KS = [32, 576, 100, 1]
 GOLDEN = {
     # p=2 plane: byte j = c[j] | c[j+8]<<2 | c[j+16]<<4 | c[j+24]<<6 with c[i] = i // 8
     2: (np.arange(32) // 8, bytes([0b11_10_01_00] * 8)),
-    # planes [2, 1] with c[i] = i % 8: low bits (i % 4) give byte j = (j % 4)·0b01010101;
-    # the high bit is 1 for i % 8 ≥ 4, i.e. at the odd s of c[j + 4s] → 0b10101010
-    3: (np.arange(32) % 8, bytes([0x00, 0x55, 0xAA, 0xFF] * 2 + [0xAA] * 4)),
+    # one block = a row's last (lone) 3-bit unit, c[i] = i % 8: the 2-bit plane (i % 4) gives
+    # byte j = (j % 4)·0b01010101; the 1-bit plane in natural bit order, bit c = c[c] >= 4,
+    # is 0b11110000 per byte
+    3: (np.arange(32) % 8, bytes([0x00, 0x55, 0xAA, 0xFF] * 2 + [0xF0] * 4)),
     # p=4 plane: byte j = c[j] | c[j+16]<<4 with c[i] = i % 16 → 0x00, 0x11, .., 0xFF
     4: (np.arange(32) % 16, bytes(0x11 * j for j in range(16))),
     # p=8: byte j = c[j]
@@ -48,6 +49,21 @@ def test_golden_block(bits: int) -> None:
     packed = bitpack.pack_codes(codes.astype(np.uint8)[None, :], bits)
     assert packed.tobytes() == expect
     np.testing.assert_array_equal(bitpack.unpack_codes(packed, 32, bits)[0], codes)
+
+
+def test_golden_3bit_units() -> None:
+    # 96 codes c[i] = i % 8 = 3 blocks: a unit of two blocks (16 bytes of 2-bit plane, byte j
+    # holding codes j, j+16, j+32, j+48, so again (j % 4)·0x55; 8 bytes of bits in natural
+    # order), then the last block alone (as in GOLDEN[3]).
+    codes = (np.arange(96) % 8).astype(np.uint8)[None, :]
+    unit = bytes([0x00, 0x55, 0xAA, 0xFF] * 4 + [0xF0] * 8)
+    packed = bitpack.pack_codes(codes, 3)
+    assert packed.tobytes() == unit + GOLDEN[3][1]
+    # code 33 (block 1, code 1) alone set to 4: bit 33 of the unit's 1-bit word
+    one = np.zeros((1, 64), np.uint8)
+    one[0, 33] = 4
+    assert bitpack.pack_codes(one, 3).tobytes() == bytes(16) + bytes([0, 0, 0, 0, 0x02, 0, 0, 0])
+    np.testing.assert_array_equal(bitpack.unpack_codes(packed, 96, 3), codes)
 
 
 def test_padding_is_zero_codes() -> None:

@@ -33,23 +33,27 @@ float CodeOf(uint32_t quad, int i) {
   }
 }
 
+// Rows of 1 .. 5 blocks (3 bits: units of two, and a last lone block when the count is odd).
 template <int Bits>
 void TestBlocks(std::mt19937& gen) {
   std::uniform_int_distribution<int> byte(0, 255);
   for (int trial = 0; trial < 2000; ++trial) {
-    uint8_t block[adpq::BlockBytes(Bits)];
-    for (uint8_t& v : block) v = static_cast<uint8_t>(byte(gen));
-    uint8_t ref[adpq::kBlock];
-    adpq::UnpackBlockRef<Bits>(block, ref);
-
-    uint32_t w[Bits];
-    adpq::cuda::LoadBlockWords<Bits>(block, w);
-    uint32_t q[8];
-    adpq::cuda::UnpackQuads<Bits>(w, q);
-    for (int i = 0; i < adpq::kBlock; ++i) {
-      const uint32_t code = (q[i / 4] >> (8 * (i % 4))) & 0xffu;
-      Expect(code == ref[i], "quad byte", Bits, trial, i);
-      Expect(CodeOf(q[i / 4], i % 4) == static_cast<float>(ref[i]), "magic float", Bits, trial, i);
+    const int64_t nblocks = 1 + trial % 5;
+    uint8_t row[5 * adpq::BlockBytes(Bits)];
+    for (uint8_t& v : row) v = static_cast<uint8_t>(byte(gen));
+    for (int64_t blk = 0; blk < nblocks; ++blk) {
+      uint8_t ref[adpq::kBlock];
+      adpq::UnpackBlockRef<Bits>(row, blk, nblocks, ref);
+      uint32_t w[adpq::cuda::BlockWords(Bits)];
+      adpq::cuda::LoadBlockWords<Bits>(row, blk, nblocks, w);
+      uint32_t q[8];
+      adpq::cuda::UnpackQuads<Bits>(w, q);
+      for (int i = 0; i < adpq::kBlock; ++i) {
+        const uint32_t code = (q[i / 4] >> (8 * (i % 4))) & 0xffu;
+        Expect(code == ref[i], "quad byte", Bits, trial, i);
+        Expect(CodeOf(q[i / 4], i % 4) == static_cast<float>(ref[i]), "magic float", Bits, trial,
+               i);
+      }
     }
   }
 }

@@ -12,11 +12,11 @@
 
 namespace adpq {
 
-// Ors bits [shift, shift + p) of 32 codes from one p-bit plane of 4*p bytes: byte j holds the
-// codes j + s*(4p) at bit s*p.
-template <int P>
+// Ors bits [shift, shift + p) of a run of R codes from one p-bit plane (p >= 2) of R*p/8 bytes:
+// byte j holds the codes j + s*(R*p/8) at bit s*p.
+template <int P, int R = kBlock>
 ADPQ_HOST_DEVICE inline void UnpackPlaneRef(const uint8_t* plane, int shift, uint8_t* codes) {
-  constexpr int kRun = 4 * P;
+  constexpr int kRun = R * P / 8;
   constexpr int kPerByte = 8 / P;
   constexpr unsigned kMask = (1u << P) - 1u;
   for (int s = 0; s < kPerByte; ++s) {
@@ -27,15 +27,35 @@ ADPQ_HOST_DEVICE inline void UnpackPlaneRef(const uint8_t* plane, int shift, uin
   }
 }
 
-// One block of BlockBytes(Bits) bytes -> 32 codes.
+// A 3-bit unit of R (64 or 32) codes: the 2-bit plane, then bit 2 of code c at bit c of the
+// 1-bit plane.
+template <int R>
+ADPQ_HOST_DEVICE inline void UnpackUnit3Ref(const uint8_t* unit, uint8_t* codes) {
+  for (int i = 0; i < R; ++i) codes[i] = 0;
+  UnpackPlaneRef<2, R>(unit, 0, codes);
+  const uint8_t* bits = unit + R / 4;
+  for (int c = 0; c < R; ++c) {
+    codes[c] = static_cast<uint8_t>(codes[c] | (((bits[c / 8] >> (c % 8)) & 1u) << 2));
+  }
+}
+
+// Block `blk` of a packed row of `nblocks` blocks -> 32 codes.
 template <int Bits>
-ADPQ_HOST_DEVICE inline void UnpackBlockRef(const uint8_t* block, uint8_t* codes) {
+ADPQ_HOST_DEVICE inline void UnpackBlockRef(const uint8_t* row, int64_t blk, int64_t nblocks,
+                                            uint8_t* codes) {
   static_assert(IsSupportedBits(Bits), "bits must be 2, 3, 4 or 8");
-  for (int i = 0; i < kBlock; ++i) codes[i] = 0;
-  constexpr Planes kPlanes = PlanesOf(Bits);
-  UnpackPlaneRef<kPlanes.width[0]>(block, 0, codes);
-  if constexpr (kPlanes.count == 2) {
-    UnpackPlaneRef<kPlanes.width[1]>(block + 4 * kPlanes.width[0], kPlanes.width[0], codes);
+  if constexpr (Bits == 3) {
+    const uint8_t* unit = row + (blk - blk % 2) * BlockBytes(3);
+    if ((blk | 1) < nblocks) {  // one of a unit of two blocks
+      uint8_t both[2 * kBlock];
+      UnpackUnit3Ref<2 * kBlock>(unit, both);
+      for (int i = 0; i < kBlock; ++i) codes[i] = both[(blk % 2) * kBlock + i];
+    } else {  // the last block of a row with an odd number of blocks
+      UnpackUnit3Ref<kBlock>(unit, codes);
+    }
+  } else {
+    for (int i = 0; i < kBlock; ++i) codes[i] = 0;
+    UnpackPlaneRef<Bits>(row + blk * BlockBytes(Bits), 0, codes);
   }
 }
 
@@ -49,7 +69,7 @@ ADPQ_HOST_DEVICE inline void DequantRowRef(const uint8_t* codes_row, const Half*
   const int64_t blocks = PaddedK(k) / kBlock;
   uint8_t codes[kBlock];
   for (int64_t b = 0; b < blocks; ++b) {
-    UnpackBlockRef<Bits>(codes_row + b * BlockBytes(Bits), codes);
+    UnpackBlockRef<Bits>(codes_row, b, blocks, codes);
     const int64_t g = b * kBlock / group_size;  // a block never straddles two groups
     const float scale = HalfToFloat(scales_row[g]);
     const int zero = zeros_row[g];

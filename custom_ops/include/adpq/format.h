@@ -20,16 +20,23 @@
 //           = outlier_val[i] * outlier_scale[n]   (int8)
 //
 // A row of K codes is zero-padded to a multiple of 32 and cut into blocks of 32 codes. A block
-// of b-bit codes takes 4*b bytes: bit planes, low bits first. A p-bit plane covering bits
-// [shift, shift + p) of each code takes 4*p bytes; byte j holds codes j + s*(4p) for
-// s = 0 .. 8/p - 1 at bit offset s*p, so one shift-and-mask of a plane yields a run of 4*p
-// consecutive codes (no shuffles in a SIMD unpack):
+// of b-bit codes takes 4*b bytes: bit planes, low bits first. A p-bit plane (p >= 2) of a run
+// of R codes takes R*p/8 bytes; byte j holds codes j + s*(R*p/8) for s = 0 .. 8/p - 1 at bit
+// offset s*p, so one shift-and-mask of a plane yields a run of R*p/8 consecutive codes (no
+// shuffles in a SIMD unpack). 2-, 4- and 8-bit blocks are one plane of R = 32 each:
 //
 //   bits  planes   bytes per block
 //   2     [2]      8
 //   3     [2, 1]   8 + 4 = 12
 //   4     [4]      16
 //   8     [8]      32
+//
+// 3 bits come in units of two blocks (2i, 2i + 1: 64 codes, 24 bytes); a row with an odd
+// number of blocks ends with a unit of one block (32 codes, 12 bytes), so block b's unit starts
+// at byte 12 * (b - b % 2). A unit of R codes is its 2-bit plane (R/4 bytes, the rule above
+// with run R) followed by its 1-bit plane (bit 2 of each code) in R/8 bytes, natural bit
+// order: bit c of the little-endian R-bit word belongs to code c. (AVX-512 unpacks a unit with
+// one broadcast, shift and mask plus one mask-register load and masked add.)
 #pragma once
 
 #include <cstddef>
@@ -63,6 +70,9 @@ enum Input : int {
 };
 
 inline constexpr int kBlock = 32;  // codes per block
+// Attribute `packing` of a 3-bit node: the layout of its codes. 2 = units of two blocks (below);
+// 3-bit nodes without it were written by adpq-onnx 0.1 in per-block planes and are refused.
+inline constexpr int64_t kPacking3 = 2;
 inline constexpr int kMinGroupSize = 32;
 inline constexpr int kMaxGroupSize = 256;
 
@@ -102,9 +112,13 @@ ADPQ_HOST_DEVICE constexpr Planes PlanesOf(int bits) {
 struct BlockQ2 {
   uint8_t p2[8];
 };
-struct BlockQ3 {
+struct BlockQ3 {  // the last block of a row with an odd number of blocks (a unit of 32)
   uint8_t p2[8];  // bits 0-1
-  uint8_t p1[4];  // bit 2
+  uint8_t p1[4];  // bit 2, bit c = code c
+};
+struct UnitQ3 {    // two blocks of 3-bit codes, 64 codes
+  uint8_t p2[16];  // bits 0-1: byte j holds codes j, j + 16, j + 32, j + 48
+  uint8_t p1[8];   // bit 2, bit c = code c
 };
 struct BlockQ4 {
   uint8_t p4[16];
@@ -115,6 +129,7 @@ struct BlockQ8 {
 
 static_assert(sizeof(BlockQ2) == BlockBytes(2), "2-bit block is 8 bytes");
 static_assert(sizeof(BlockQ3) == BlockBytes(3), "3-bit block is 12 bytes");
+static_assert(sizeof(UnitQ3) == 2 * BlockBytes(3), "a 3-bit unit is two blocks' bytes");
 static_assert(sizeof(BlockQ4) == BlockBytes(4), "4-bit block is 16 bytes");
 static_assert(sizeof(BlockQ8) == BlockBytes(8), "8-bit block is 32 bytes");
 
