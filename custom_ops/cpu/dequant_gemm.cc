@@ -260,7 +260,8 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
   job.outliers = OutliersFor(job.isa);
   job.dense_adds_outliers = DenseAddsOutliers(job.isa, b.bits, act.int8, m);
   job.mpad = (m + kOutlierPad - 1) / kOutlierPad * kOutlierPad;
-  const bool transpose = m >= kOutlierPad && b.nnz > 0 && job.outliers != nullptr;
+  const bool transpose =
+      m >= kOutlierTransposeM && b.nnz > 0 && job.outliers != nullptr && !job.dense_adds_outliers;
   if (transpose) {
     xt.resize(static_cast<size_t>(act.kpad * job.mpad));
     // Only the padding rows of the last chunk need zeros; the rest is overwritten.

@@ -78,10 +78,13 @@ void DenseAvx512(const PackedB& b, const Activations& a, int64_t n0, int64_t n1,
                  int64_t ldy, void* scratch);
 // Outliers of rows [n0, n0 + rows) added to y, from A transposed in chunks of kOutlierPad
 // rows: xt [ceil(m / kOutlierPad)][kpad][kOutlierPad], zero past m; or, when
-// m < kOutlierPad, xt is A itself [m, kpad].
+// m < kOutlierTransposeM, xt is A itself [m, kpad] (a scalar loop over the rows of A, which
+// at M = 16 took as long as the dense part of a 4096 x 4096 MatMul at 0.5 % outliers; the
+// transposed chunk costs a vector loop per outlier, however few rows it holds).
 using OutliersFn = void (*)(const PackedB& b, const float* xt, int64_t m, int64_t kpad, int64_t n0,
                             int64_t rows, float* y, int64_t ldy);
 inline constexpr int kOutlierPad = 32;
+inline constexpr int kOutlierTransposeM = 4;
 void OutliersAvx2(const PackedB& b, const float* xt, int64_t m, int64_t kpad, int64_t n0,
                   int64_t rows, float* y, int64_t ldy);
 void OutliersAvx512(const PackedB& b, const float* xt, int64_t m, int64_t kpad, int64_t n0,
