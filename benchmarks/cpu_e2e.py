@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -214,6 +215,7 @@ def main() -> None:
     parser.add_argument(
         "--no-spinning", action="store_true", help="--mode isolated: idle threads do not spin"
     )
+    parser.add_argument("--models", help="comma-separated names: time only these")
     parser.add_argument("--json")
     parser.add_argument("--build-only", action="store_true", help="make the models, time nothing")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -225,6 +227,12 @@ def main() -> None:
     models = build_models(args)
     if args.build_only:
         return
+    if args.models:
+        wanted = args.models.split(",")
+        unknown = sorted(set(wanted) - set(models))
+        if unknown:
+            parser.error(f"--models: unknown {unknown}; known: {sorted(models)}")
+        models = {name: models[name] for name in wanted}
     prompt = _prompt(args.prompt_tokens)
     if args.mode == "shared":
         sessions = {name: session(p, args.threads, args.spinning) for name, p in models.items()}
@@ -292,6 +300,7 @@ def main() -> None:
             "threads": args.threads,
             "rounds": args.rounds,
             "onnxruntime": ort.__version__,
+            "env": {k: v for k, v in os.environ.items() if k.startswith("ADPQ_")},
         }
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 

@@ -3,7 +3,16 @@
 // per-node overhead or thread wake-ups). For tuning; benchmarks/cpu_ops.py is the comparison
 // that counts.
 //
-//   cpu_kernel_bench K N M BITS GROUP ALPHA [int8=1] [reps=200]
+//   cpu_kernel_bench K N M BITS GROUP ALPHA [int8=1] [reps=200]     (COPIES=8: weights cycled)
+//
+// Build (from the repository root; ORT_INCLUDE_DIR as for the library, docs/BUILD.md; the
+// header-only ORT C++ API is only needed for the shared structs, nothing links ORT):
+//   I="-Icustom_ops/include -Icustom_ops -I$ORT_INCLUDE_DIR -DORT_API_MANUAL_INIT -O3 -std=c++17"
+//   g++ $I -c custom_ops/cpu/kernels_avx2.cc -mavx2 -mfma -mf16c -o /tmp/k2.o
+//   g++ $I -c custom_ops/cpu/kernels_avx512.cc -mavx2 -mfma -mf16c -mavx512f -mavx512bw \
+//     -mavx512vl -mavx512dq -mavx512vnni -o /tmp/k5.o
+//   g++ $I benchmarks/native/cpu_kernel_bench.cc custom_ops/cpu/dequant_gemm.cc \
+//     custom_ops/cpu/kernels.cc /tmp/k2.o /tmp/k5.o -o /tmp/cpu_kernel_bench
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

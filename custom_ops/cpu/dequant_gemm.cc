@@ -21,8 +21,8 @@ constexpr int64_t kMinTasks = 8;
 // Below this many multiply-adds (M * K * N) a call runs on the calling thread alone. Measured
 // on SmolLM2 decode (2 threads, BENCHMARKS.md §3): with ORT's default (idle pool threads
 // spinning) splitting even its smallest MatMuls (576 x 192, 1.1e5 multiply-adds, ~5 us) over
-// the pool took decode from 54 to 65 tokens/s; with spinning off, waking a thread costs about
-// as much as it saves (-1 %). Only calls too small to be worth any hand-off stay serial.
+// the pool took decode from 58 to 65 tokens/s; with spinning off, waking a thread costs a
+// little more than it saves (51 -> 49.5). Only calls too small for any hand-off stay serial.
 // ADPQ_PARALLEL_MIN_MACS overrides it (read once), for tuning on other machines.
 constexpr int64_t kParallelMinMacs = int64_t{1} << 16;
 int64_t ParallelMinMacs() {
