@@ -255,7 +255,7 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
   thread_local QuantizedA qa;
   thread_local std::vector<float> xt;
   thread_local std::vector<float> xp;
-  const bool permute = UsesPermutedX(job.isa, b.bits, act.int8, b.group_size);
+  const bool permute = UsesPermutedX(job.isa, b.bits, act.int8, b.group_size, m);
   if (permute) xp.resize(static_cast<size_t>(m * act.kpad));
   job.outliers = OutliersFor(job.isa);
   job.dense_adds_outliers = DenseAddsOutliers(job.isa, b.bits, act.int8, m);

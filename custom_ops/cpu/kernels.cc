@@ -115,11 +115,12 @@ bool DenseAddsOutliers(Isa isa, int bits, bool int8, int64_t m) {
 }
 
 int64_t TileQuantum(Isa isa, int bits, bool int8, int64_t m) {
-  // The AVX-512 int8 prefill kernel: 2 panels of 16 rows (kernels_x86.inc).
-  return isa == Isa::kAvx512 && int8 && bits <= 4 && m >= kPrefillM ? 32 : 4;
+  // The AVX-512 prefill kernels (int8 and float): 2 panels of 16 rows (kernels_x86.inc).
+  return isa == Isa::kAvx512 && bits <= 4 && m >= (int8 ? kPrefillM : kPrefillMFloat) ? 32 : 4;
 }
 
-bool UsesPermutedX(Isa isa, int bits, bool int8, int64_t group_size) {
+bool UsesPermutedX(Isa isa, int bits, bool int8, int64_t group_size, int64_t m) {
+  if (m >= kPrefillMFloat) return false;  // the float prefill kernel reads A as it is
   // 3-bit pairs are units of two blocks from an even block: groups of an odd number of blocks
   // would pair them differently from PermuteRowX, so those take the generic float kernel.
   const bool pairs_are_units = bits != 3 || (group_size / kBlock) % 2 == 0;

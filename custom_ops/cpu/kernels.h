@@ -56,7 +56,7 @@ struct Activations {
 // k0 = 32 * blk,  xp[k0 + 16 s + d] = x[k0 + 4 d + s]  (s < 4, d < 16); for a lone block,
 // xp[k0 + 8 s + d] = x[k0 + 4 d + s]  (s < 4, d < 8). Not for 3 bits in groups of an odd
 // number of blocks (3-bit pairs are units, format.h).
-bool UsesPermutedX(Isa isa, int bits, bool int8, int64_t group_size);
+bool UsesPermutedX(Isa isa, int bits, bool int8, int64_t group_size, int64_t m);
 void PermuteRowX(const float* x, int64_t kpad, int64_t group_size, float* xp);
 
 // Dense part of rows [n0, n1) of Y^T for every row of A: y[i * ldy + (n - n0)] for i < m.
@@ -109,8 +109,11 @@ void HalfToFloatAvx2(const Half* src, float* dst, int64_t n);
 
 DenseFn DenseFor(Isa isa);
 
-// The AVX-512 int8 kernels: the prefill kernel from this many rows of A, the decode kernel below.
+// The AVX-512 kernels: the prefill kernels (int8 and float) from this many rows of A, the
+// decode kernels below.
 inline constexpr int64_t kPrefillM = 8;
+// The AVX-512 float prefill kernel from this many rows of A.
+inline constexpr int64_t kPrefillMFloat = 16;
 
 // True when the dense kernel also adds the outliers (inside its register tile, while the rows
 // of A are hot in L1): the AVX-512 int8 decode kernel. Otherwise the caller adds them

@@ -193,23 +193,24 @@ def test_int8_decode_tiles(adpq, rng, monkeypatch, variant, bits, k, group_size)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("level", [0, 4])
 @pytest.mark.parametrize("bits", [2, 3, 4])
 @pytest.mark.parametrize(("k", "group_size"), [(576, 64), (352, 160), (1000, 256), (64, 32)])
-def test_int8_prefill_panels(adpq, rng, monkeypatch, variant, bits, k, group_size):
-    # The int8 prefill kernel (M >= 8): panels of 16 rows of B, two per register tile, a last
-    # panel partly empty (N = 1, 15, 17, 33, 50), register tiles of up to 6 rows of A (M = 8,
-    # 13, 40), ragged groups.
+def test_prefill_panels(adpq, rng, monkeypatch, variant, level, bits, k, group_size):
+    # The prefill kernels (int8 from M = 8, float from M = 16): panels of 16 rows of B, two per
+    # register tile, a last panel partly empty (N = 1, 15, 17, 33, 50), register tiles of up to
+    # 6 (int8) or 12 (float) rows of A (M = 8, 13, 16, 40), ragged groups.
     for n in (1, 15, 16, 17, 33, 50):
         pw = adpq.quantized(rng, k, n, bits, group_size, 0.01, str(rng.choice(["float16", "int8"])))
         model, feeds = adpq.one_node_model(
             np.float32, adpq.node_inputs(pw, None), adpq.attrs_of(pw)
         )
-        session = adpq.session(with_level(model, 4), threads=2)
-        for m in (8, 13, 40):
+        session = adpq.session(with_level(model, level), threads=2)
+        for m in (8, 13, 16, 40):
             a = rng.standard_normal((m, k)).astype(np.float32)
             ref = run_variant(monkeypatch, session, {"A": a, **feeds}, "ref")
             y = run_variant(monkeypatch, session, {"A": a, **feeds}, variant)
-            assert_close(y, ref, MAX_REL_ERR_INT8)
+            assert_close(y, ref, MAX_REL_ERR_INT8 if level == 4 else MAX_REL_ERR_FLOAT)
 
 
 @pytest.mark.parametrize("level", [0, 4])
