@@ -250,6 +250,7 @@ void DequantGemm(const PackedB& b, const float* a, int64_t m, const T* bias, T* 
   act.n_groups = b.n_groups;
   act.x = a;
   act.int8 = options.int8_activations && b.bits <= 4;
+  act.amx = act.int8 && job.isa == Isa::kAvx512 && m >= kPrefillM && AmxUsable();
   // Kept between calls (per calling thread): fresh pages on every call would cost more than
   // the work.
   thread_local QuantizedA qa;

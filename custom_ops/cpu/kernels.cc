@@ -1,5 +1,11 @@
 #include "cpu/kernels.h"
 
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -46,6 +52,29 @@ void UnpackRow(int bits, const uint8_t* codes_row, int64_t blocks, uint8_t* out)
 }
 
 }  // namespace
+
+bool AmxUsable() {
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__)
+  static const bool granted = [] {
+    if (!AmxCompiled() || !CpuHas(Isa::kAvx512)) return false;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    const bool tile = (edx >> 24) & 1u;
+    const bool int8 = (edx >> 25) & 1u;
+    if (!tile || !int8) return false;
+    // Linux enables the 8 KB tile data state per process on request (ARCH_REQ_XCOMP_PERM,
+    // feature 18, XTILEDATA); without it the first tile instruction faults.
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  if (!granted) return false;
+  const char* env = std::getenv("ADPQ_CPU_AMX");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+#else
+  return false;
+#endif
+}
 
 bool IsaSupported(Isa isa) {
   static const bool has[3] = {true, CpuHas(Isa::kAvx2), CpuHas(Isa::kAvx512)};

@@ -48,7 +48,15 @@ struct Activations {
   const float* xsum = nullptr;     // float: sum x per group; int8: xscale * sum xq; [m, n_groups]
   const int32_t* xqsum = nullptr;  // int8 mode: sum xq per group [m, n_groups]
   const float* xp = nullptr;       // float mode, when UsesPermutedX: PermuteRowX(x) [m, kpad]
+  bool amx = false;                // int8 prefill may use AMX tiles (AmxUsable())
 };
+
+// AMX (tdpbusd on 16 x 64-byte tiles) for the AVX-512 int8 prefill kernel: the library was
+// built with it, the CPU has AMX-TILE and AMX-INT8, the OS granted this process the tile data
+// state (Linux arch_prctl, asked once), and ADPQ_CPU_AMX is not "0" (read on every call, so
+// that tests can compare both paths).
+bool AmxUsable();
+bool AmxCompiled();  // defined by the AVX-512 translation unit
 
 // The AVX-512 float kernel for bits <= 4 dequantizes 16 codes with one table lookup (vpermps)
 // and reads A in the order the lookups produce: within each group of B, blocks are taken in

@@ -6,4 +6,18 @@
 #define ADPQ_OUTLIERS_FN OutliersAvx512
 #define ADPQ_QUANT_FN QuantizeGroupAvx512
 #include "cpu/kernels_x86.inc"
+
+namespace adpq::cpu {
+bool AmxCompiled() {
+#if defined(ADPQ_AMX)
+  return true;
+#else
+  return false;
+#endif
+}
+}  // namespace adpq::cpu
+#else
+namespace adpq::cpu {
+bool AmxCompiled() { return false; }
+}  // namespace adpq::cpu
 #endif
