@@ -83,20 +83,24 @@ def _unpack_bits(plane: np.ndarray) -> np.ndarray:
     return np.unpackbits(plane, axis=-1, bitorder="little")
 
 
+def _pack_unit3(codes: np.ndarray) -> np.ndarray:
+    """3-bit codes [..., R] → one unit each [..., 3R/8]: the 2-bit plane, then the 1-bit plane."""
+    return np.concatenate([_pack_plane(codes & 3, 2), _pack_bits((codes >> 2) & 1)], axis=-1)
+
+
+def _unpack_unit3(units: np.ndarray) -> np.ndarray:
+    """Inverse of `_pack_unit3`: [..., 3R/8] → codes [..., R]."""
+    r = units.shape[-1] * 8 // 3
+    return _unpack_plane(units[..., : r // 4], 2) | (_unpack_bits(units[..., r // 4 :]) << 2)
+
+
 def _pack_units3(blocks: np.ndarray) -> np.ndarray:
     """3-bit codes [n, nb, 32] → [n, nb·12]: units of two blocks, a last odd block alone."""
     n, nb = blocks.shape[:2]
-    parts = []
     pairs = nb // 2
-    if pairs:
-        units = blocks[:, : 2 * pairs].reshape(n, pairs, 64)
-        parts.append(_pack_plane(units & 3, 2).reshape(n, -1))
-        parts[-1] = np.concatenate(
-            [parts[-1].reshape(n, pairs, 16), _pack_bits((units >> 2) & 1)], axis=-1
-        ).reshape(n, -1)
+    parts = [_pack_unit3(blocks[:, : 2 * pairs].reshape(n, pairs, 64)).reshape(n, -1)]
     if nb % 2:
-        last = blocks[:, -1]
-        parts.append(np.concatenate([_pack_plane(last & 3, 2), _pack_bits((last >> 2) & 1)], -1))
+        parts.append(_pack_unit3(blocks[:, -1]))
     return np.concatenate(parts, axis=-1)
 
 
@@ -104,14 +108,9 @@ def _unpack_units3(packed: np.ndarray, nb: int) -> np.ndarray:
     """Inverse of `_pack_units3`: [n, nb·12] → codes [n, nb·32]."""
     n = packed.shape[0]
     pairs = nb // 2
-    parts = []
-    if pairs:
-        units = packed[:, : 24 * pairs].reshape(n, pairs, 24)
-        codes = _unpack_plane(units[..., :16], 2) | (_unpack_bits(units[..., 16:]) << 2)
-        parts.append(codes.reshape(n, -1))
+    parts = [_unpack_unit3(packed[:, : 24 * pairs].reshape(n, pairs, 24)).reshape(n, -1)]
     if nb % 2:
-        last = packed[:, 24 * pairs :]
-        parts.append(_unpack_plane(last[:, :8], 2) | (_unpack_bits(last[:, 8:]) << 2))
+        parts.append(_unpack_unit3(packed[:, 24 * pairs :]))
     return np.concatenate(parts, axis=-1)
 
 

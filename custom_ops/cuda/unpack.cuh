@@ -134,8 +134,8 @@ template <int Bits>
 ADPQ_HOST_DEVICE ADPQ_INLINE void LoadBlockWords(const uint8_t* row, int64_t blk, int64_t nblocks,
                                                  uint32_t (&w)[BlockWords(Bits)]) {
   if constexpr (Bits == 3) {
-    const uint8_t* unit = row + (blk & ~int64_t{1}) * BlockBytes(3);
-    if ((blk | 1) < nblocks) {  // half h of a unit of two blocks
+    const uint8_t* unit = row + Unit3Offset(blk);
+    if (Unit3IsPair(blk, nblocks)) {  // half h of a unit of two blocks
       const int h = static_cast<int>(blk & 1);
       ADPQ_UNROLL
       for (int i = 0; i < 4; ++i) w[i] = LoadWord(unit + 4 * i) >> (4 * h);

@@ -45,8 +45,8 @@ ADPQ_HOST_DEVICE inline void UnpackBlockRef(const uint8_t* row, int64_t blk, int
                                             uint8_t* codes) {
   static_assert(IsSupportedBits(Bits), "bits must be 2, 3, 4 or 8");
   if constexpr (Bits == 3) {
-    const uint8_t* unit = row + (blk - blk % 2) * BlockBytes(3);
-    if ((blk | 1) < nblocks) {  // one of a unit of two blocks
+    const uint8_t* unit = row + Unit3Offset(blk);
+    if (Unit3IsPair(blk, nblocks)) {
       uint8_t both[2 * kBlock];
       UnpackUnit3Ref<2 * kBlock>(unit, both);
       for (int i = 0; i < kBlock; ++i) codes[i] = both[(blk % 2) * kBlock + i];

@@ -129,6 +129,15 @@ struct BlockQ8 {
 
 static_assert(sizeof(BlockQ2) == BlockBytes(2), "2-bit block is 8 bytes");
 static_assert(sizeof(BlockQ3) == BlockBytes(3), "3-bit block is 12 bytes");
+
+// Where block blk of a 3-bit row of nblocks blocks lives: its unit's byte offset in the row,
+// and whether that unit holds two blocks (else it is the row's last, lone block).
+ADPQ_HOST_DEVICE constexpr int64_t Unit3Offset(int64_t blk) {
+  return (blk - blk % 2) * BlockBytes(3);
+}
+ADPQ_HOST_DEVICE constexpr bool Unit3IsPair(int64_t blk, int64_t nblocks) {
+  return (blk | 1) < nblocks;
+}
 static_assert(sizeof(UnitQ3) == 2 * BlockBytes(3), "a 3-bit unit is two blocks' bytes");
 static_assert(sizeof(BlockQ4) == BlockBytes(4), "4-bit block is 16 bytes");
 static_assert(sizeof(BlockQ8) == BlockBytes(8), "8-bit block is 32 bytes");
